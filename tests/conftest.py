@@ -1,0 +1,25 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.helpers import Child
+
+
+@pytest.fixture
+def child() -> Iterator[Callable[..., Child]]:
+    children: list[Child] = []
+
+    def start(target: Callable[..., Any], *args: Any) -> Child:
+        started = Child(target, *args)
+        children.append(started)
+        return started
+
+    yield start
+    for started in children:
+        if started.process.is_alive():
+            started.kill()
