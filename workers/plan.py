@@ -1,0 +1,130 @@
+"""What to merge: compaction inputs, the restore chain, and the gaps that stop them.
+
+Pure functions over listings (names and TXID ranges only); the merge itself is in
+``workers.merge``. Planning never skips a TXID gap silently: a plan stops at the gap
+and says so (``gap after TXID x at level n``), and an overlap is reported the same
+way, so ``status``, the logs and a failed restore all tell the operator where.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from workers.errors import LtxpoolError
+from workers.replica import COMPACTION_LEVELS, Listing, LtxFile
+
+__all__ = ["Plan", "plan_compaction", "plan_restore", "level_problems", "RestorePlanError"]
+
+
+class RestorePlanError(LtxpoolError):
+    """No chain of files reaches the requested TXID."""
+
+
+@dataclass
+class Plan:
+    """Files to merge, oldest first, and the problems that cut the plan short."""
+
+    inputs: list[LtxFile] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def min_txid(self) -> int:
+        return self.inputs[0].min_txid
+
+    @property
+    def max_txid(self) -> int:
+        return self.inputs[-1].max_txid
+
+
+def _contiguous_run(files: list[LtxFile], after: int, plan: Plan, strict_start: bool) -> None:
+    """Append to ``plan`` the run of ``files`` that starts right after TXID ``after``."""
+    level_files = [f for f in files if f.max_txid > after]
+    position = after
+    for f in level_files:
+        if f.min_txid <= position:
+            plan.problems.append(
+                f"overlap at level {f.level}: {f.name} starts at TXID {f.min_txid}, "
+                f"TXID {position} is already covered"
+            )
+            return
+        if f.min_txid > position + 1 and (strict_start or plan.inputs):
+            plan.problems.append(f"gap after TXID {position} at level {f.level} (next file {f.name})")
+            return
+        plan.inputs.append(f)
+        position = f.max_txid
+
+
+def plan_compaction(listings: Mapping[int, Listing], level: int) -> Plan:
+    """Inputs for compacting level ``level - 1`` into ``level`` (1..3).
+
+    The contiguous run of files at ``level - 1`` that starts right after the newest
+    TXID already at ``level``. An empty plan (nothing new) is an ordinary result.
+    """
+    if level not in COMPACTION_LEVELS:
+        raise ValueError(f"compaction levels are {COMPACTION_LEVELS}, not {level}")
+    done = max((f.max_txid for f in listings[level].files), default=0)
+    plan = Plan()
+    _contiguous_run(listings[level - 1].files, done, plan, strict_start=done > 0)
+    return plan
+
+
+def _shortest_chains(listings: Mapping[int, Listing], txid: int | None) -> dict[int, list[LtxFile]]:
+    """For every TXID reachable from an empty database, the shortest chain reaching it.
+
+    Each file is an edge from TXID ``min - 1`` to ``max`` (a snapshot, or any file
+    starting at TXID 1, leaves from 0). Breadth-first, trying higher levels and longer
+    files first, so a chain uses the snapshot and the highest levels where they fit.
+    """
+    leaving: dict[int, list[LtxFile]] = {}
+    for listing in listings.values():
+        for f in listing.files:
+            if txid is None or f.max_txid <= txid:
+                leaving.setdefault(f.min_txid - 1, []).append(f)
+    for edges in leaving.values():
+        edges.sort(key=lambda f: (f.level, f.max_txid), reverse=True)
+    chains: dict[int, list[LtxFile]] = {0: []}
+    frontier = [0]
+    while frontier:
+        following = []
+        for position in frontier:
+            for f in leaving.get(position, []):
+                if f.max_txid not in chains:
+                    chains[f.max_txid] = chains[position] + [f]
+                    following.append(f.max_txid)
+        frontier = following
+    return chains
+
+
+def plan_restore(listings: Mapping[int, Listing], txid: int | None = None) -> Plan:
+    """The chain that rebuilds the database at ``txid`` (default: the latest reachable).
+
+    The fewest files that lead from an empty database to the target: typically the
+    latest snapshot at or below it, then the highest levels that fit. Raises
+    :class:`RestorePlanError` when the target cannot be reached; for "latest", a file
+    beyond the end of the chain is reported as a gap in ``problems``.
+    """
+    chains = _shortest_chains(listings, txid)
+    reached = max(chains)
+    root = next((f.path for listing in listings.values() for f in listing.files), "<empty replica>")
+    if reached == 0:
+        raise RestorePlanError(root, "plan restore", None, "nothing to restore: no file starts at TXID 1")
+    if txid is not None and txid not in chains:
+        below = max(position for position in chains if position < txid)
+        raise RestorePlanError(root, "plan restore", None, f"TXID {txid} is not reachable: gap after TXID {below}")
+    plan = Plan(inputs=chains[reached if txid is None else txid])
+    highest = max(f.max_txid for listing in listings.values() for f in listing.files)
+    if txid is None and highest > reached:
+        plan.problems.append(f"gap after TXID {reached}: files up to TXID {highest} are unreachable")
+    return plan
+
+
+def level_problems(listing: Listing) -> list[str]:
+    """Gaps and overlaps between consecutive files of one level."""
+    problems = []
+    for before, after in zip(listing.files, listing.files[1:]):
+        if after.min_txid <= before.max_txid:
+            problems.append(f"overlap at level {listing.level}: {before.name} and {after.name}")
+        elif after.min_txid > before.max_txid + 1:
+            problems.append(f"gap after TXID {before.max_txid} at level {listing.level}")
+    return problems

@@ -1,0 +1,145 @@
+"""Litestream's file-replica layout, and the one place that knows it.
+
+``<root>/ltx/<level>/<min_txid:016x>-<max_txid:016x>.ltx``: level 0 holds one file per
+transaction (or small batch), levels 1..3 hold compactions of the level below, level 9
+holds snapshots (min TXID 1). ``<root>/quarantine/`` holds files the janitor found
+corrupt. As in Litestream's file replica client, names that do not parse are skipped
+and reported, never fatal; unlike it, nothing here follows a symlink: a symlink where
+a level directory or an LTX file belongs is reported and left alone, so nothing
+outside the replica is ever read or written through it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+
+from workers.errors import LtxpoolError
+
+__all__ = [
+    "COMPACTION_LEVELS",
+    "SNAPSHOT_LEVEL",
+    "LEVELS",
+    "LtxFile",
+    "Listing",
+    "Replica",
+    "format_name",
+    "parse_name",
+]
+
+COMPACTION_LEVELS = (1, 2, 3)
+SNAPSHOT_LEVEL = 9
+LEVELS = (0, *COMPACTION_LEVELS, SNAPSHOT_LEVEL)
+
+_NAME_RE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.ltx$")
+
+
+def format_name(min_txid: int, max_txid: int) -> str:
+    return f"{min_txid:016x}-{max_txid:016x}.ltx"
+
+
+def parse_name(name: str) -> tuple[int, int] | None:
+    """(min TXID, max TXID) of a well-formed LTX file name, else None."""
+    match = _NAME_RE.match(name)
+    if match is None:
+        return None
+    min_txid, max_txid = int(match.group(1), 16), int(match.group(2), 16)
+    if min_txid < 1 or max_txid < min_txid:
+        return None
+    return min_txid, max_txid
+
+
+@dataclass(frozen=True, order=True)
+class LtxFile:
+    """One LTX file of a replica, as its name and lstat tell it (contents unread)."""
+
+    level: int
+    min_txid: int
+    max_txid: int
+    path: str = field(compare=False)
+    size: int = field(compare=False, default=0)
+    mtime: float = field(compare=False, default=0.0)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+
+@dataclass
+class Listing:
+    """The LTX files of one level, sorted by TXID, and the entries that were skipped."""
+
+    level: int
+    files: list[LtxFile] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Replica:
+    """A replica root directory in Litestream's file layout."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = os.fspath(root)
+
+    def __repr__(self) -> str:
+        return f"Replica({self.root!r})"
+
+    @property
+    def ltx_dir(self) -> str:
+        return os.path.join(self.root, "ltx")
+
+    @property
+    def quarantine_dir(self) -> str:
+        return os.path.join(self.root, "quarantine")
+
+    def level_dir(self, level: int) -> str:
+        return os.path.join(self.ltx_dir, str(level))
+
+    def path_of(self, level: int, min_txid: int, max_txid: int) -> str:
+        return os.path.join(self.level_dir(level), format_name(min_txid, max_txid))
+
+    def ensure_level_dir(self, level: int) -> str:
+        """Create the level directory if needed; refuse one that is a symlink."""
+        directory = self.level_dir(level)
+        try:
+            os.makedirs(directory, exist_ok=True)
+            if os.path.islink(directory):
+                raise LtxpoolError(directory, "open level directory", None, "is a symlink; refusing to follow it")
+        except OSError as exc:
+            raise LtxpoolError.from_oserror(directory, "create level directory", exc) from exc
+        return directory
+
+    def list_level(self, level: int) -> Listing:
+        """The level's LTX files by TXID; a missing level directory is an empty level."""
+        listing = Listing(level)
+        directory = self.level_dir(level)
+        try:
+            if stat.S_ISLNK(os.lstat(directory).st_mode):
+                listing.skipped.append((directory, "level directory is a symlink; not followed"))
+                return listing
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            return listing
+        except OSError as exc:
+            raise LtxpoolError.from_oserror(directory, "list level directory", exc) from exc
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name.endswith(".tmp"):
+                continue
+            txids = parse_name(entry.name)
+            if txids is None:
+                listing.skipped.append((entry.path, "name is not <min>-<max>.ltx"))
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                listing.skipped.append((entry.path, "not a regular file (symlinks are not followed)"))
+                continue
+            listing.files.append(LtxFile(level, *txids, entry.path, st.st_size, st.st_mtime))
+        listing.files.sort()
+        return listing
+
+    def list_all(self) -> dict[int, Listing]:
+        return {level: self.list_level(level) for level in LEVELS}
