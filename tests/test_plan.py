@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.plan import RestorePlanError, level_problems, plan_compaction, plan_restore
+from workers.plan import RestorePlanError, coverage_gaps, level_problems, plan_compaction, plan_restore
 from workers.replica import LEVELS, Listing, LtxFile, format_name
 
 
@@ -83,3 +83,9 @@ def test_level_problems_tell_gaps_from_overlaps() -> None:
         "overlap at level 1: 0000000000000001-0000000000000003.ltx and 0000000000000003-0000000000000005.ltx",
         "gap after TXID 5 at level 1",
     ]
+
+
+def test_coverage_gaps_are_ranges_no_level_holds() -> None:
+    listings = state(l0=[(1, 1), (2, 2), (9, 9)], l1=[(1, 4)], l9=[(1, 2)])
+    assert coverage_gaps(listings) == [(5, 8)]
+    assert coverage_gaps(state(l0=[(3, 3)], l1=[(1, 2)])) == []

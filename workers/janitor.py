@@ -1,4 +1,7 @@
-"""The janitor's sweep of temp files in one directory.
+"""The janitor: orphaned temp files, quarantine of corrupt files, retention.
+
+``janitor_pass`` does one round over one replica; ``sweep_temp_files`` is its first
+step for each level directory.
 
 While the janitor holds the directory's lock in cleaning mode, no writer is between
 ``create`` and ``rename``: every ltxpool temp file it sees is the orphan of a writer
@@ -21,9 +24,21 @@ from dataclasses import dataclass, field
 
 from locks.dirlock import DirLock
 from workers.atomic import is_ltxpool_temp
-from workers.errors import LockTimeout, LtxpoolError
+from workers.errors import CorruptLTXError, LockTimeout, LtxpoolError
+from workers.ltx import verify_file
+from workers.quarantine import quarantine
+from workers.replica import LEVELS, Replica
+from workers.retention import RetentionPolicy, plan_retention
 
-__all__ = ["SweepResult", "sweep_temp_files", "DEFAULT_FOREIGN_TEMP_AGE", "DEFAULT_CLEANING_TIMEOUT"]
+__all__ = [
+    "SweepResult",
+    "sweep_temp_files",
+    "JanitorSettings",
+    "JanitorReport",
+    "janitor_pass",
+    "DEFAULT_FOREIGN_TEMP_AGE",
+    "DEFAULT_CLEANING_TIMEOUT",
+]
 
 #: Other tools' temp files younger than this are left alone (seconds).
 DEFAULT_FOREIGN_TEMP_AGE = 3600.0
@@ -107,3 +122,97 @@ def sweep_temp_files(
         result.busy = True
         result.waited = exc.waited
     return result
+
+
+@dataclass(frozen=True)
+class JanitorSettings:
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    foreign_temp_age: float = DEFAULT_FOREIGN_TEMP_AGE
+    cleaning_timeout: float = DEFAULT_CLEANING_TIMEOUT
+
+
+@dataclass
+class JanitorReport:
+    """What one round over one replica did."""
+
+    replica: str
+    orphans_removed: int = 0
+    retention_removed: int = 0
+    quarantined: int = 0
+    busy_dirs: int = 0
+    lock_waits: list[float] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _quarantine_corrupt(replica: Replica, locks: dict[int, DirLock], verified: set[tuple[str, int, float]],
+                        report: JanitorReport) -> None:
+    """Verify each LTX file not verified before (by path, size, mtime); quarantine the corrupt."""
+    for level, listing in replica.list_all().items():
+        report.problems.extend(f"{path}: {reason}" for path, reason in listing.skipped)
+        for f in listing.files:
+            key = (f.path, f.size, f.mtime)
+            if key in verified:
+                continue
+            try:
+                verify_file(f.path)
+            except FileNotFoundError:
+                continue
+            except CorruptLTXError as exc:
+                moved = quarantine(replica, f, str(exc), locks[level])
+                report.quarantined += 1
+                report.problems.append(f"quarantined {f.path} -> {moved}: {exc.reason}")
+                continue
+            except LtxpoolError as exc:
+                report.problems.append(str(exc))
+                continue
+            verified.add(key)
+
+
+def _apply_retention(replica: Replica, settings: JanitorSettings, now: float, locks: dict[int, DirLock],
+                     report: JanitorReport) -> None:
+    for f in plan_retention(replica.list_all(), settings.retention, now):
+        try:
+            with locks[f.level].cleaning(settings.cleaning_timeout):
+                os.unlink(f.path)
+        except FileNotFoundError:
+            continue
+        except LockTimeout:
+            report.busy_dirs += 1
+            continue
+        except OSError as exc:
+            raise LtxpoolError.from_oserror(f.path, "retention unlink", exc) from exc
+        report.retention_removed += 1
+
+
+def janitor_pass(
+    replica: Replica,
+    settings: JanitorSettings,
+    now: float,
+    verified: set[tuple[str, int, float]] | None = None,
+) -> JanitorReport:
+    """One janitor round over ``replica``: orphans, then quarantine, then retention.
+
+    ``verified`` remembers files already verified across rounds (pass the same set
+    each round); without it every file is verified every round.
+    """
+    report = JanitorReport(replica.root)
+    verified = set() if verified is None else verified
+    locks: dict[int, DirLock] = {}
+    try:
+        for level in LEVELS:
+            directory = replica.level_dir(level)
+            if not os.path.isdir(directory) or os.path.islink(directory):
+                continue
+            locks[level] = DirLock(directory)
+            swept = sweep_temp_files(directory, locks[level], foreign_age=settings.foreign_temp_age,
+                                     timeout=settings.cleaning_timeout)
+            report.orphans_removed += len(swept.removed)
+            report.busy_dirs += swept.busy
+            if swept.locked or swept.busy:
+                report.lock_waits.append(swept.waited)
+        _quarantine_corrupt(replica, locks, verified, report)
+        _apply_retention(replica, settings, now, locks, report)
+    finally:
+        for lock in locks.values():
+            lock.close()
+    return report

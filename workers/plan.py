@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from workers.errors import LtxpoolError
 from workers.replica import COMPACTION_LEVELS, Listing, LtxFile
 
-__all__ = ["Plan", "plan_compaction", "plan_restore", "level_problems", "RestorePlanError"]
+__all__ = ["Plan", "plan_compaction", "plan_restore", "level_problems", "coverage_gaps", "RestorePlanError"]
 
 
 class RestorePlanError(LtxpoolError):
@@ -128,3 +128,19 @@ def level_problems(listing: Listing) -> list[str]:
         elif after.min_txid > before.max_txid + 1:
             problems.append(f"gap after TXID {before.max_txid} at level {listing.level}")
     return problems
+
+
+def coverage_gaps(listings: Mapping[int, Listing]) -> list[tuple[int, int]]:
+    """TXID ranges below the highest TXID that no file at any level holds.
+
+    A level with holes below what a higher level covers is normal (retention); a
+    range that no level holds is lost, and is what status reports as a gap.
+    """
+    covered = sorted((f.min_txid, f.max_txid) for listing in listings.values() for f in listing.files)
+    gaps = []
+    reached = 0
+    for low, high in covered:
+        if low > reached + 1:
+            gaps.append((reached + 1, low - 1))
+        reached = max(reached, high)
+    return gaps

@@ -1,0 +1,105 @@
+"""Merge a contiguous chain of LTX files into one stream of pages: newest page wins.
+
+A streaming k-way merge by page number: each input is decoded (and so verified) as a
+stream, the heap holds one page per input, and memory does not grow with the
+database. For each page number the newest input that holds it wins; pages beyond
+the last input's commit are dropped (the database shrank).
+
+Output header, as superfly/ltx v0.5.2's ``Compactor`` (and Litestream, which sets
+``HeaderFlagNoChecksum`` on every compaction) build it: page size, min TXID and
+pre-apply checksum of the first input; max TXID, commit, timestamp and post-apply
+checksum of the last; node ID left empty. If any input carries no database
+checksums, neither can the output.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from workers.errors import CorruptLTXError
+from workers.ltx import HEADER_FLAG_NO_CHECKSUM, Decoder, Encoder, Header, Trailer, open_ltx
+from workers.ltx.encoder import Sink
+
+__all__ = ["merged_header", "merge_pages", "merge_files", "MergeResult"]
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    header: Header
+    trailer: Trailer
+    pages: int
+
+
+def merged_header(headers: Sequence[Header]) -> Header:
+    """The header of the merge of ``headers`` (oldest first)."""
+    first, last = headers[0], headers[-1]
+    no_checksum = any(h.flags & HEADER_FLAG_NO_CHECKSUM for h in headers)
+    return Header(
+        flags=HEADER_FLAG_NO_CHECKSUM if no_checksum else 0,
+        page_size=first.page_size,
+        commit=last.commit,
+        min_txid=first.min_txid,
+        max_txid=last.max_txid,
+        timestamp=last.timestamp,
+        pre_apply_checksum=0 if no_checksum else first.pre_apply_checksum,
+        wal_offset=0,
+        wal_size=0,
+        wal_salt1=0,
+        wal_salt2=0,
+        node_id=0,
+    )
+
+
+def _ranked(decoder: Decoder, rank: int) -> Iterator[tuple[int, int, bytes]]:
+    for pgno, data in decoder.pages():
+        yield pgno, rank, data
+
+
+def merge_pages(decoders: Sequence[Decoder], commit: int) -> Iterator[tuple[int, bytes]]:
+    """Pages 1..commit of the merge, ascending; every input is read to its end (and verified)."""
+    streams = [_ranked(decoder, -index) for index, decoder in enumerate(decoders)]
+    previous = 0
+    for pgno, _, data in heapq.merge(*streams):
+        if pgno == previous:
+            continue
+        previous = pgno
+        if pgno <= commit:
+            yield pgno, data
+
+
+def _check_chain(decoders: Sequence[Decoder]) -> None:
+    for before, after in zip(decoders, decoders[1:]):
+        if after.header.page_size != before.header.page_size:
+            raise CorruptLTXError(
+                after.path, 8, f"page size {after.header.page_size} differs from {before.header.page_size} in "
+                f"{before.path}: a page-size change starts a new chain"
+            )
+        if after.header.min_txid != before.header.max_txid + 1:
+            raise CorruptLTXError(
+                after.path, 16, f"TXID {after.header.min_txid} does not follow TXID {before.header.max_txid} of {before.path}"
+            )
+
+
+def merge_files(paths: Sequence[str], sink: Sink) -> MergeResult:
+    """Merge the LTX files at ``paths`` (a contiguous chain, oldest first) into ``sink``."""
+    with ExitStack() as stack:
+        decoders = [stack.enter_context(open_ltx(path)) for path in paths]
+        _check_chain(decoders)
+        header = merged_header([d.header for d in decoders])
+        encoder = Encoder(sink, header)
+        pages = 0
+        try:
+            for pgno, data in merge_pages(decoders, header.commit):
+                encoder.write_page(pgno, data)
+                pages += 1
+            last = decoders[-1].trailer
+            assert last is not None, "merge_pages reads every input to its end"
+            post_apply = 0 if header.flags & HEADER_FLAG_NO_CHECKSUM else last.post_apply_checksum
+            return MergeResult(header, encoder.finish(post_apply), pages)
+        except ValueError as exc:
+            # The encoder refuses what the inputs cannot make: a snapshot with a hole,
+            # a post-apply checksum that the merged pages do not give.
+            raise CorruptLTXError(paths[-1], 0, f"inputs do not merge into a valid file: {exc}") from exc
