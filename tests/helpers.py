@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 FORK = multiprocessing.get_context("fork")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,3 +45,35 @@ class Child:
     def kill(self) -> None:
         self.process.kill()
         self.process.join(10)
+
+
+def fd_target(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
+
+
+def is_temp_fd(fd: int) -> bool:
+    return fd_target(fd).endswith(".tmp")
+
+
+def is_dir_fd(fd: int) -> bool:
+    try:
+        return stat.S_ISDIR(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def inject(monkeypatch: pytest.MonkeyPatch, name: str, code: int, applies, *, after_real_call: bool = False) -> None:
+    """Make ``os.<name>`` fail with ``code`` where ``applies(first_arg)``; elsewhere it works."""
+    real = getattr(os, name)
+
+    def faulty(*args, **kwargs):
+        if applies(args[0]):
+            if after_real_call:
+                real(*args, **kwargs)
+            raise OSError(code, os.strerror(code))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, name, faulty)

@@ -12,40 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import inject, is_dir_fd, is_temp_fd
 from workers.atomic import AtomicWriter, is_ltxpool_temp, temp_name_for, write_atomic
 from workers.errors import AtomicWriteError
-
-
-def fd_target(fd: int) -> str:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return ""
-
-
-def is_temp_fd(fd: int) -> bool:
-    return fd_target(fd).endswith(".tmp")
-
-
-def is_dir_fd(fd: int) -> bool:
-    try:
-        return stat.S_ISDIR(os.fstat(fd).st_mode)
-    except OSError:
-        return False
-
-
-def inject(monkeypatch: pytest.MonkeyPatch, name: str, code: int, applies, *, after_real_call: bool = False) -> None:
-    """Make ``os.<name>`` fail with ``code`` where ``applies(first_arg)``; elsewhere it works."""
-    real = getattr(os, name)
-
-    def faulty(*args, **kwargs):
-        if applies(args[0]):
-            if after_real_call:
-                real(*args, **kwargs)
-            raise OSError(code, os.strerror(code))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(os, name, faulty)
 
 
 STEP_FAULTS = {

@@ -89,3 +89,11 @@ def test_coverage_gaps_are_ranges_no_level_holds() -> None:
     listings = state(l0=[(1, 1), (2, 2), (9, 9)], l1=[(1, 4)], l9=[(1, 2)])
     assert coverage_gaps(listings) == [(5, 8)]
     assert coverage_gaps(state(l0=[(3, 3)], l1=[(1, 2)])) == []
+
+
+def test_a_backlog_larger_than_the_fan_in_is_compacted_over_several_rounds() -> None:
+    listings = state(l0=[(t, t) for t in range(1, 11)])
+    first = plan_compaction(listings, 1, max_inputs=4)
+    assert spans(first.inputs) == [(0, t, t) for t in range(1, 5)]
+    listings[1].files = [LtxFile(1, 1, 4, "/r/ltx/1/" + format_name(1, 4))]
+    assert spans(plan_compaction(listings, 1, max_inputs=4).inputs) == [(0, t, t) for t in range(5, 9)]

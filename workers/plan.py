@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from workers.errors import LtxpoolError
 from workers.replica import COMPACTION_LEVELS, Listing, LtxFile
 
-__all__ = ["Plan", "plan_compaction", "plan_restore", "level_problems", "coverage_gaps", "RestorePlanError"]
+__all__ = ["MAX_COMPACTION_INPUTS", "Plan", "plan_compaction", "plan_restore", "level_problems", "coverage_gaps", "RestorePlanError"]
 
 
 class RestorePlanError(LtxpoolError):
@@ -37,11 +37,11 @@ class Plan:
         return self.inputs[-1].max_txid
 
 
-def _contiguous_run(files: list[LtxFile], after: int, plan: Plan, strict_start: bool) -> None:
-    """Append to ``plan`` the run of ``files`` that starts right after TXID ``after``."""
+def _contiguous_run(files: list[LtxFile], after: int, plan: Plan, strict_start: bool, limit: int) -> None:
+    """Append to ``plan`` the run of ``files`` that starts right after TXID ``after`` (at most ``limit``)."""
     level_files = [f for f in files if f.max_txid > after]
     position = after
-    for f in level_files:
+    for f in level_files[:limit]:
         if f.min_txid <= position:
             plan.problems.append(
                 f"overlap at level {f.level}: {f.name} starts at TXID {f.min_txid}, "
@@ -55,17 +55,23 @@ def _contiguous_run(files: list[LtxFile], after: int, plan: Plan, strict_start: 
         position = f.max_txid
 
 
-def plan_compaction(listings: Mapping[int, Listing], level: int) -> Plan:
+#: A merge keeps every input open (one descriptor, one read buffer): a backlog larger
+#: than this is compacted over several rounds instead of all at once.
+MAX_COMPACTION_INPUTS = 256
+
+
+def plan_compaction(listings: Mapping[int, Listing], level: int, max_inputs: int = MAX_COMPACTION_INPUTS) -> Plan:
     """Inputs for compacting level ``level - 1`` into ``level`` (1..3).
 
     The contiguous run of files at ``level - 1`` that starts right after the newest
-    TXID already at ``level``. An empty plan (nothing new) is an ordinary result.
+    TXID already at ``level``, at most ``max_inputs`` of them. An empty plan (nothing
+    new) is an ordinary result.
     """
     if level not in COMPACTION_LEVELS:
         raise ValueError(f"compaction levels are {COMPACTION_LEVELS}, not {level}")
     done = max((f.max_txid for f in listings[level].files), default=0)
     plan = Plan()
-    _contiguous_run(listings[level - 1].files, done, plan, strict_start=done > 0)
+    _contiguous_run(listings[level - 1].files, done, plan, strict_start=done > 0, limit=max_inputs)
     return plan
 
 

@@ -1,0 +1,25 @@
+"""``ltxpool janitor``: one janitor round over a replica, by hand."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from workers.janitor import JanitorSettings, janitor_pass
+from workers.replica import Replica
+
+NAME = "janitor"
+HELP = "One janitor round: remove orphaned temp files, quarantine corrupt LTX files, apply retention."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("replica", help="replica root (holds ltx/<level>/)")
+
+
+def run(args: argparse.Namespace) -> int:
+    report = janitor_pass(Replica(args.replica), JanitorSettings(), time.time())
+    for problem in report.problems:
+        print(f"  {problem}")
+    print(f"orphans removed: {report.orphans_removed}, quarantined: {report.quarantined}, "
+          f"removed by retention: {report.retention_removed}, busy directories skipped: {report.busy_dirs}")
+    return 0
