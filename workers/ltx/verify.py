@@ -1,0 +1,75 @@
+"""Open LTX files safely and verify them completely.
+
+``open_ltx`` refuses what a replica directory should never contain in place of an
+LTX file: a symlink (O_NOFOLLOW, so a link planted in a replica cannot make us read
+or judge another file) or a FIFO/device/directory (opened non-blocking so a FIFO
+cannot hang us, then refused by ``fstat``). ``verify_file`` reads the whole file
+through the Decoder, which checks every rule it knows, and additionally checks a
+Litestream-style name (``<min:016x>-<max:016x>.ltx``) against the header, since
+compaction and restore trust the name.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from workers.errors import CorruptLTXError, LtxpoolError
+from workers.ltx.decoder import Decoder
+from workers.ltx.header import Header
+
+__all__ = ["open_ltx", "verify_file", "parse_filename"]
+
+_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.ltx$")
+
+
+def parse_filename(name: str) -> tuple[int, int] | None:
+    """(min TXID, max TXID) from a Litestream LTX file name, or None if it is not one."""
+    match = _NAME.match(name)
+    if match is None:
+        return None
+    return int(match.group(1), 16), int(match.group(2), 16)
+
+
+@contextmanager
+def open_ltx(path: str | os.PathLike[str], *, verify_index: bool = False) -> Iterator[Decoder]:
+    """Open ``path`` (never through a symlink) and yield a Decoder with its header read."""
+    name = os.fspath(path)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CorruptLTXError(name, 0, "is a symbolic link; refusing to follow it") from None
+        raise LtxpoolError.from_oserror(name, "open", exc) from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise CorruptLTXError(name, 0, f"not a regular file ({stat.filemode(mode)})")
+        os.set_blocking(fd, True)
+        stream = os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+    with stream:
+        yield Decoder(stream, name, verify_index=verify_index)
+
+
+def verify_file(path: str | os.PathLike[str]) -> Header:
+    """Verify every byte of one LTX file; return its header or raise CorruptLTXError."""
+    with open_ltx(path, verify_index=True) as decoder:
+        header = decoder.header
+        txids = parse_filename(os.path.basename(decoder.path))
+        if txids is not None and txids != (header.min_txid, header.max_txid):
+            raise CorruptLTXError(
+                decoder.path,
+                16,
+                f"header holds TXIDs {header.min_txid:016x}-{header.max_txid:016x}, the file name says "
+                f"{txids[0]:016x}-{txids[1]:016x}",
+            )
+        deque(decoder.frames(), maxlen=0)
+    return header
