@@ -21,7 +21,7 @@ from pathlib import Path
 from workers.atomic import COPY_CHUNK, AtomicWriter
 from workers.errors import CorruptLTXError, LtxpoolError
 from workers.ltx import CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM, lock_page, open_ltx, page_checksum
-from workers.merge import _check_chain, merge_pages, merged_header
+from workers.merge import check_chain, merge_frames, merged_header
 from workers.plan import plan_restore
 from workers.replica import Replica
 
@@ -67,7 +67,7 @@ def restore(
     plan = plan_restore(replica.list_all(), txid)
     with ExitStack() as stack:
         decoders = [stack.enter_context(open_ltx(f.path)) for f in plan.inputs]
-        _check_chain(decoders)
+        check_chain(decoders)
         header = merged_header([d.header for d in decoders])
         writer = stack.enter_context(AtomicWriter(output))
         lock = lock_page(header.page_size)
@@ -75,7 +75,8 @@ def restore(
         database = CHECKSUM_FLAG
         buffer = bytearray()
         expected = 1
-        for pgno, data in merge_pages(decoders, header.commit):
+        for frame in merge_frames(decoders, header.commit):
+            pgno, data = frame.pgno, frame.data
             while expected < pgno:
                 if expected != lock:
                     raise CorruptLTXError(plan.inputs[0].path, 0, f"page {expected} is missing from the restore chain")
@@ -94,7 +95,7 @@ def restore(
             raise CorruptLTXError(plan.inputs[-1].path, 0, f"the chain ends at page {expected - 1}, commit is {header.commit}")
         writer.write(buffer)
         trailer = decoders[-1].trailer
-        assert trailer is not None, "merge_pages reads every input to its end"
+        assert trailer is not None, "merge_frames reads every input to its end"
         checked = not header.flags & HEADER_FLAG_NO_CHECKSUM and trailer.post_apply_checksum != 0
         if checked and CHECKSUM_FLAG | database != trailer.post_apply_checksum:
             raise CorruptLTXError(

@@ -67,13 +67,19 @@ _VARINT_ENDS = bytes(range(0x80))
 
 
 class Frame(NamedTuple):
-    """One decoded page frame: where it is, how big it is on disk, and the page."""
+    """One decoded page frame: where it is, how big it is on disk, and the page.
+
+    ``block`` is the frame's LZ4 block as stored (already checked to decompress to
+    ``data``), so a compaction can copy the page without compressing it again;
+    None for a frame the fast path did not take (e.g. legacy LZ4-frame pages).
+    """
 
     pgno: int
     offset: int
     size: int
     flags: int
     data: bytes
+    block: bytes | None = None
 
     @property
     def payload_size(self) -> int:
@@ -189,12 +195,14 @@ class Decoder:
                         path, reader.base + pos + 10, f"page {pgno}: decompresses to {len(page)} bytes, not {page_size}"
                     )
                 crc = go_iso(page, go_iso(frame_header, crc))
+                block = None if as_pages else bytes(view[pos + _SIZED_HEADER_SIZE:end])
                 if log is not None:
                     log.records += frame_header
             elif pgno == 0 and flags == 0:
                 break
             else:
                 reader.pos = pos
+                block = None
                 page, end, crc = self._slow_frame(pgno, flags, prev, crc, log)
                 data, view, pos, limit = reader.buf, reader.view, reader.pos, reader.limit
                 if pgno > lock:
@@ -206,7 +214,7 @@ class Decoder:
             if as_pages:
                 yield pgno, page
             else:
-                yield Frame(pgno, reader.base + pos, end - pos, flags, page)
+                yield Frame(pgno, reader.base + pos, end - pos, flags, page, block)
             pos = end
 
         reader.pos = pos

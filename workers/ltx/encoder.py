@@ -83,7 +83,12 @@ class Encoder:
         """Bytes produced so far (buffered or written); the file's size once finished."""
         return self._offset
 
-    def write_page(self, pgno: int, data: bytes | bytearray | memoryview) -> None:
+    def write_page(
+        self, pgno: int, data: bytes | bytearray | memoryview, block: bytes | None = None
+    ) -> None:
+        """Append page ``pgno``; ``block``, if given, is its LZ4 block as another file
+        stored it (``Frame.block``, checked by the decoder), copied instead of compressing
+        ``data`` again."""
         header = self.header
         if self._trailer is not None:
             raise ValueError("encoder already finished")
@@ -100,7 +105,7 @@ class Encoder:
             if pgno != expected:
                 raise ValueError(f"snapshot page {pgno} where page {expected} is due: snapshots hold every page")
 
-        payload = _lz4_compress(data, store_size=False)
+        payload = _lz4_compress(data, store_size=False) if block is None else block
         frame_header = _FRAME_HEADER.pack(pgno, PAGE_FLAG_SIZE, len(payload))
         buf = self._buf
         buf += frame_header

@@ -13,6 +13,7 @@ an LtxpoolError for step "read".
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -21,6 +22,14 @@ from workers.errors import CorruptLTXError, LtxpoolError
 __all__ = ["ChunkReader", "CHUNK_SIZE"]
 
 CHUNK_SIZE = 1 << 20
+
+
+def _size_hint(stream: BinaryIO) -> int:
+    """The stream's size where it is a file (at least 4 KiB), else the full chunk size."""
+    try:
+        return max(4096, os.fstat(stream.fileno()).st_size + 16)
+    except (AttributeError, OSError, ValueError):
+        return CHUNK_SIZE
 
 
 class ChunkReader:
@@ -34,7 +43,9 @@ class ChunkReader:
     def __init__(self, stream: BinaryIO, path: str) -> None:
         self.stream = stream
         self.path = path
-        self.buf = bytearray(CHUNK_SIZE)
+        # A merge holds one reader per input: a thousand small level-0 files must not
+        # each cost a 1 MiB buffer (that was 1 GiB and 2 s of zeroing).
+        self.buf = bytearray(min(CHUNK_SIZE, _size_hint(stream)))
         self.view = memoryview(self.buf)
         self.pos = 0
         self.limit = 0
@@ -56,7 +67,12 @@ class ChunkReader:
         if have >= n or self.eof:
             return have
         if n > len(self.buf):
-            raise ValueError(f"cannot buffer {n} bytes at once (chunk size {len(self.buf)})")
+            if n > CHUNK_SIZE:
+                raise ValueError(f"cannot buffer {n} bytes at once (chunk size {CHUNK_SIZE})")
+            # A new buffer, not a resize: callers may still hold views of the old one.
+            grown = bytearray(min(CHUNK_SIZE, max(n, 2 * len(self.buf))))
+            grown[: self.limit] = self.view[: self.limit]
+            self.buf, self.view = grown, memoryview(grown)
         # bytes(): source and target may overlap.
         self.buf[:have] = bytes(self.view[self.pos:self.limit])
         self.base += self.pos
