@@ -1,0 +1,78 @@
+"""``ltxpool replicate DB REPLICA [--interval S] [--once]``: SQLite -> level-0 LTX files.
+
+``--once``: one step, then exit (prints ``no change since txid N`` when there was
+nothing to write). Otherwise a step every S seconds until SIGTERM or SIGINT: the
+step in progress is finished, then the process exits 0. One progress line per file
+written: ``txid N: M pages changed, B bytes`` (`` (snapshot)`` appended for a
+snapshot). A database that stays locked past the busy timeout is retried at the
+next step; every other error is one line on stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+
+from workers.ingest import Replicator, StepResult
+from workers.sqlite_source import DatabaseBusyError
+
+__all__ = ["NAME", "HELP", "add_arguments", "run", "progress_line"]
+
+NAME = "replicate"
+HELP = "Replicate a SQLite database into level-0 LTX files of a replica directory, one file per change."
+DEFAULT_INTERVAL = 1.0
+
+
+def _interval(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("database", metavar="DB", help="the SQLite database (WAL or rollback-journal mode)")
+    parser.add_argument("replica", metavar="REPLICA", help="the replica directory (created if missing)")
+    parser.add_argument(
+        "--interval", type=_interval, default=DEFAULT_INTERVAL, metavar="S",
+        help=f"seconds between steps (default {DEFAULT_INTERVAL:g})",
+    )
+    parser.add_argument("--once", action="store_true", help="one step, then exit")
+
+
+def progress_line(result: StepResult) -> str:
+    line = f"txid {result.txid}: {result.pages} pages changed, {result.bytes} bytes"
+    return line + " (snapshot)" if result.snapshot else line
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.once:
+        with Replicator(args.database, args.replica) as replicator:
+            result = replicator.step()
+            print(progress_line(result) if result else f"no change since txid {replicator.state.txid}", flush=True)
+        return 0
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with Replicator(args.database, args.replica, pin=True) as replicator:
+            print(f"replicating {replicator.database} to {args.replica}: {replicator.recovery}", flush=True)
+            while not stop.is_set():
+                try:
+                    result = replicator.step()
+                except DatabaseBusyError as exc:
+                    print(f"ltxpool: {exc}; retrying", file=sys.stderr, flush=True)
+                else:
+                    if result is not None:
+                        print(progress_line(result), flush=True)
+                stop.wait(args.interval)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
