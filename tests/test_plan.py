@@ -97,3 +97,14 @@ def test_a_backlog_larger_than_the_fan_in_is_compacted_over_several_rounds() -> 
     assert spans(first.inputs) == [(0, t, t) for t in range(1, 5)]
     listings[1].files = [LtxFile(1, 1, 4, "/r/ltx/1/" + format_name(1, 4))]
     assert spans(plan_compaction(listings, 1, max_inputs=4).inputs) == [(0, t, t) for t in range(5, 9)]
+
+
+def test_a_new_generation_snapshot_restarts_compaction_and_is_not_an_overlap() -> None:
+    listings = state(l0=[(1, 1), (2, 2), (3, 3), (1, 4), (5, 5)], l1=[(1, 2)])
+    assert spans(plan_compaction(listings, 1).inputs) == [(0, 1, 4), (0, 5, 5)]
+    assert level_problems(listings[0]) == []
+    listings[1].files.append(LtxFile(1, 1, 5, "/r/ltx/1/" + format_name(1, 5)))
+    listings[1].files.sort()
+    assert plan_compaction(listings, 1).inputs == []
+    assert level_problems(listings[1]) == []
+    assert spans(plan_restore(listings).inputs) == [(1, 1, 5)]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from workers.errors import LtxpoolError
 from workers.replica import COMPACTION_LEVELS, Listing, LtxFile
 
-__all__ = ["MAX_COMPACTION_INPUTS", "Plan", "plan_compaction", "plan_restore", "level_problems", "coverage_gaps", "RestorePlanError"]
+__all__ = ["MAX_COMPACTION_INPUTS", "Plan", "current_generation", "plan_compaction", "plan_restore", "level_problems", "coverage_gaps", "RestorePlanError"]
 
 
 class RestorePlanError(LtxpoolError):
@@ -37,10 +37,27 @@ class Plan:
         return self.inputs[-1].max_txid
 
 
+def current_generation(files: list[LtxFile]) -> list[LtxFile]:
+    """The files of a level from its newest generation snapshot on (all, if it has none).
+
+    A file starting at TXID 1 after others is a new generation: replicate starts the
+    chain again after a page-size change (an LTX chain has one page size), and
+    everything before it is superseded, not overlapped.
+    """
+    starts = [f for f in files if f.min_txid == 1]
+    if not starts:
+        return files
+    newest = max(starts, key=lambda f: f.max_txid)
+    return [newest] + [f for f in files if f.max_txid > newest.max_txid]
+
+
 def _contiguous_run(files: list[LtxFile], after: int, plan: Plan, strict_start: bool, limit: int) -> None:
     """Append to ``plan`` the run of ``files`` that starts right after TXID ``after`` (at most ``limit``)."""
-    level_files = [f for f in files if f.max_txid > after]
+    level_files = [f for f in current_generation(files) if f.max_txid > after]
     position = after
+    if level_files and level_files[0].min_txid == 1:
+        # A generation snapshot newer than everything compacted: the run starts with it.
+        position, strict_start = 0, False
     for f in level_files[:limit]:
         if f.min_txid <= position:
             plan.problems.append(
@@ -126,9 +143,10 @@ def plan_restore(listings: Mapping[int, Listing], txid: int | None = None) -> Pl
 
 
 def level_problems(listing: Listing) -> list[str]:
-    """Gaps and overlaps between consecutive files of one level."""
+    """Gaps and overlaps between consecutive files of one level's current generation."""
     problems = []
-    for before, after in zip(listing.files, listing.files[1:]):
+    files = current_generation(listing.files)
+    for before, after in zip(files, files[1:]):
         if after.min_txid <= before.max_txid:
             problems.append(f"overlap at level {listing.level}: {before.name} and {after.name}")
         elif after.min_txid > before.max_txid + 1:
