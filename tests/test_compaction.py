@@ -10,7 +10,7 @@ import pytest
 
 from locks.claim import Claim
 from tests.synthetic import SyntheticStream
-from workers.compactor import CompactionSettings, compact_level, compaction_pass
+from workers.compactor import CompactionSettings, compact_level, compaction_pass, next_due
 from workers.errors import CorruptLTXError
 from workers.janitor import JanitorSettings, janitor_pass
 from workers.ltx import open_ltx, verify_file
@@ -162,3 +162,15 @@ def test_the_janitor_quarantines_a_corrupt_file_with_a_note_and_never_deletes_it
     assert str(victim) in note and "corrupt" in note
     with pytest.raises(RestorePlanError, match="gap after TXID 2"):
         plan_restore(stream.replica.list_all(), 4)
+
+
+def test_a_pass_started_exactly_when_next_due_says_finds_the_level_due(tmp_path: Path) -> None:
+    stream = SyntheticStream(Replica(tmp_path / "replica"), seed=17)
+    stream.run(2)
+    settings = CompactionSettings(intervals={1: 0.3, 2: 3600.0, 3: 3600.0}, snapshot_interval=86400.0)
+    compaction_pass(stream.replica, settings, time.time())
+    stream.run(1)
+    for f in stream.replica.list_level(1).files:
+        os.utime(f.path, (1795759078.3, 1795759078.3))
+    due = next_due(stream.replica, settings, 0.0)
+    assert [r.level for r in compaction_pass(stream.replica, settings, due)] == [1]

@@ -72,9 +72,10 @@ ranges = st.lists(st.tuples(st.integers(1, 40), st.integers(0, 6)), max_size=12)
     ages=st.lists(st.sampled_from([0, 100, 500, 1000, 5000]), min_size=64, max_size=64),
 )
 def test_retention_never_loses_a_range_the_latest_txid_or_a_levels_newest_file(levels, ages) -> None:
-    for key in levels:
-        levels[key] = sorted(set(levels[key]))
     levels["l9"] = [(1, b) for _, b in levels["l9"]]
+    for key in levels:
+        # One name, one file: a directory cannot hold two files of the same TXID range.
+        levels[key] = sorted(set(levels[key]))
     listings = state(**levels)
     for index, listing in enumerate(listings.values()):
         listing.files = [

@@ -80,7 +80,7 @@ def _last_compaction(listings: Mapping[int, Listing], level: int) -> float:
 
 def compact_level(replica: Replica, level: int) -> CompactionResult | None:
     """Compact ``level`` now if this process can claim it and there is work; else None."""
-    directory = replica.ensure_level_dir(level)
+    directory = replica.ensure_level_dir(level, parents=False)
     with Claim(directory) as claim, claim.held() as mine:
         if not mine:
             return None
@@ -117,7 +117,9 @@ def compact_level(replica: Replica, level: int) -> CompactionResult | None:
 
 
 def _due(listings: Mapping[int, Listing], level: int, settings: CompactionSettings, now: float) -> bool:
-    return now - _last_compaction(listings, level) >= settings.interval(level)
+    # The same sum next_due returns: "now - last >= interval" can round the other way
+    # for epoch-sized times, and a pass started exactly on time would find nothing due.
+    return now >= _last_compaction(listings, level) + settings.interval(level)
 
 
 def compaction_pass(replica: Replica, settings: CompactionSettings, now: float) -> list[CompactionResult]:

@@ -5,7 +5,7 @@ transaction (or small batch), levels 1..3 hold compactions of the level below, l
 holds snapshots (min TXID 1). ``<root>/quarantine/`` holds files the janitor found
 corrupt. As in Litestream's file replica client, names that do not parse are skipped
 and reported, never fatal; unlike it, nothing here follows a symlink: a symlink where
-a level directory or an LTX file belongs is reported and left alone, so nothing
+``ltx/``, a level directory or an LTX file belongs is reported and left alone, so nothing
 outside the replica is ever read or written through it.
 """
 
@@ -49,6 +49,15 @@ def parse_name(name: str) -> tuple[int, int] | None:
     if min_txid < 1 or max_txid < min_txid:
         return None
     return min_txid, max_txid
+
+
+def _make_dir(directory: str) -> None:
+    """mkdir that is content to find the directory already there (another worker made it)."""
+    try:
+        os.mkdir(directory)
+    except FileExistsError:
+        if not os.path.isdir(directory):
+            raise
 
 
 @dataclass(frozen=True, order=True)
@@ -99,15 +108,34 @@ class Replica:
     def path_of(self, level: int, min_txid: int, max_txid: int) -> str:
         return os.path.join(self.level_dir(level), format_name(min_txid, max_txid))
 
-    def ensure_level_dir(self, level: int) -> str:
-        """Create the level directory if needed; refuse one that is a symlink."""
+    def symlink_on_path(self, level: int) -> str | None:
+        """``ltx/`` or the level directory if it is a symlink (never followed), else None.
+
+        Either one would lead every read, write and delete of the level outside the replica.
+        """
+        for path in (self.ltx_dir, self.level_dir(level)):
+            if os.path.islink(path):
+                return path
+        return None
+
+    def ensure_level_dir(self, level: int, *, parents: bool = True) -> str:
+        """Create the level directory if needed; refuse one reached through a symlink.
+
+        ``parents=False`` creates only the level directory itself: a compactor must not
+        bring back a replica that was removed while it ran.
+        """
         directory = self.level_dir(level)
-        try:
-            os.makedirs(directory, exist_ok=True)
-            if os.path.islink(directory):
-                raise LtxpoolError(directory, "open level directory", None, "is a symlink; refusing to follow it")
-        except OSError as exc:
-            raise LtxpoolError.from_oserror(directory, "create level directory", exc) from exc
+        if self.symlink_on_path(level) is None:
+            try:
+                if parents:
+                    os.makedirs(directory, exist_ok=True)
+                else:
+                    _make_dir(directory)
+            except OSError as exc:
+                raise LtxpoolError.from_oserror(directory, "create level directory", exc) from exc
+        link = self.symlink_on_path(level)
+        if link is not None:
+            raise LtxpoolError(link, "open level directory", None, "is a symlink; refusing to follow it")
         return directory
 
     def list_level(self, level: int) -> Listing:
@@ -115,8 +143,8 @@ class Replica:
         listing = Listing(level)
         directory = self.level_dir(level)
         try:
-            if stat.S_ISLNK(os.lstat(directory).st_mode):
-                listing.skipped.append((directory, "level directory is a symlink; not followed"))
+            if (link := self.symlink_on_path(level)) is not None:
+                listing.skipped.append((link, "level directory is a symlink; not followed"))
                 return listing
             entries = list(os.scandir(directory))
         except FileNotFoundError:
