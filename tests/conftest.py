@@ -10,6 +10,11 @@ import pytest
 from tests.helpers import Child
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Part of the default run (CI runs everything); ``pytest -m "not long"`` leaves them out.
+    config.addinivalue_line("markers", "long: the longest runs (chaos with >= 300 kills)")
+
+
 @pytest.fixture
 def child() -> Iterator[Callable[..., Child]]:
     children: list[Child] = []

@@ -201,7 +201,7 @@ def janitor_pass(
     try:
         for level in LEVELS:
             directory = replica.level_dir(level)
-            if not os.path.isdir(directory) or os.path.islink(directory):
+            if not os.path.isdir(directory) or replica.symlink_on_path(level):
                 continue
             locks[level] = DirLock(directory)
             swept = sweep_temp_files(directory, locks[level], foreign_age=settings.foreign_temp_age,

@@ -21,8 +21,17 @@ __all__ = ["quarantine", "quarantined_files"]
 
 
 def quarantine(replica: Replica, f: LtxFile, reason: str, lock: DirLock) -> str:
-    """Move ``f`` into the replica's quarantine folder; return its new path."""
-    os.makedirs(replica.quarantine_dir, exist_ok=True)
+    """Move ``f`` into the replica's quarantine folder; return its new path.
+
+    A symlink in place of the folder is refused: the corrupt file and its note would
+    leave the replica through it.
+    """
+    if os.path.islink(replica.quarantine_dir):
+        raise LtxpoolError(replica.quarantine_dir, "quarantine", None, "is a symlink; refusing to follow it")
+    try:
+        os.makedirs(replica.quarantine_dir, exist_ok=True)
+    except OSError as exc:
+        raise LtxpoolError.from_oserror(replica.quarantine_dir, "create quarantine folder", exc) from exc
     target = os.path.join(replica.quarantine_dir, f"{f.level}-{f.name}")
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     write_atomic(target + ".reason", f"{stamp} {f.path}: {reason}\n".encode())

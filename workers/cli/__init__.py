@@ -8,6 +8,7 @@ stderr naming the file and the cause, and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -18,9 +19,9 @@ __all__ = ["main", "build_parser"]
 
 
 def _commands() -> list[ModuleType]:
-    from workers.cli import stress
+    from workers.cli import compact, demo, dump, janitor, replicate, restore, status, stress, supervise, verify
 
-    return [stress]
+    return [demo, stress, verify, dump, restore, compact, janitor, supervise, status, replicate]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +38,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def raise_open_file_limit() -> None:
+    """Lift the soft limit on open files to the hard limit.
+
+    A merge keeps every input open; a replica that was never compacted can hold a
+    restore chain of thousands of level-0 files, more than the common soft limit
+    of 1024 descriptors.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    raise_open_file_limit()
     try:
         return int(args.run(args))
     except LtxpoolError as exc:

@@ -1,4 +1,9 @@
-"""``ltxpool stress``: the Litestream #670 race test, run on the user's own disk."""
+"""``ltxpool stress``: the Litestream #670 race test, run on the user's own disk.
+
+``--chaos`` runs the crash-chaos test instead (``workers.chaos``): replicate, four
+compaction workers and the janitor on a scratch replica while random processes are
+SIGKILLed for ``--seconds``, then an audit of the replica.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,14 @@ import shutil
 import sys
 import tempfile
 
+from workers.chaos import ChaosConfig, ChaosReport, run_chaos
 from workers.stress import StressConfig, run_stress
 
 NAME = "stress"
 HELP = (
     "Run N writers making atomic writes into one directory while a cleaner sweeps *.tmp "
-    "(the Litestream #670 race). Exit 0 when no write failed, 1 otherwise."
+    "(the Litestream #670 race). Exit 0 when no write failed, 1 otherwise. With --chaos: "
+    "SIGKILL random processes of a running pool for --seconds, then audit the replica."
 )
 
 
@@ -22,6 +29,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
     return value
 
 
@@ -49,9 +63,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", default=None,
                         help="where to make the scratch directory (default: the current directory)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--chaos", action="store_true",
+        help="instead: run replicate, 4 compaction workers and the janitor on a scratch replica, SIGKILL random "
+        "processes for --seconds, kill them all, then audit the replica (exit 1 on any finding)",
+    )
+    parser.add_argument("--seconds", type=_positive_float, default=30.0,
+                        help="with --chaos: how long to kill processes (default 30)")
+    parser.add_argument("--seed", type=int, default=None, help="with --chaos: seed of the random kills")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.chaos:
+        return _run_chaos(args)
     parent = args.dir if args.dir is not None else os.getcwd()
     directory = tempfile.mkdtemp(prefix=".ltxpool-stress-", dir=parent)
     config = StressConfig(
@@ -87,3 +111,34 @@ def run(args: argparse.Namespace) -> int:
         for cause, count in sorted(report.errors.items()):
             print(f"  failed at {cause}: {count}")
     return 0 if report.failed == 0 else 1
+
+
+def _run_chaos(args: argparse.Namespace) -> int:
+    parent = args.dir if args.dir is not None else os.getcwd()
+    directory = tempfile.mkdtemp(prefix=".ltxpool-chaos-", dir=parent)
+    progress = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
+    report = run_chaos(ChaosConfig(directory=directory, seconds=args.seconds, seed=args.seed), progress)
+    if report.ok:
+        shutil.rmtree(directory, ignore_errors=True)
+    if args.json:
+        print(json.dumps(report.as_dict(), sort_keys=True))
+    else:
+        _print_chaos(report)
+    return 0 if report.ok else 1
+
+
+def _print_chaos(report: ChaosReport) -> None:
+    kills = ", ".join(f"{kind} {count}" for kind, count in sorted(report.kills.items()))
+    levels = ", ".join(f"level {level}: {count}" for level, count in sorted(report.compactions.items()))
+    print(f"Chaos for {report.seconds:.1f} s: {report.total_kills} SIGKILLs ({kills}), "
+          f"{report.kills_mid_write} mid-write, {report.unconfirmed_kills} unconfirmed")
+    print(f"Replicated to TXID {report.latest_txid}; compactions: {levels or 'none'}")
+    print(f"Orphan temp files: {report.orphans_removed_by_janitor} removed by the janitor during the run, "
+          f"{report.orphans_at_end} left at the end (removed by the audit's janitor round)")
+    if report.ok:
+        print("Audit: every final name verifies, no orphan after one janitor round, no lock held, no gap, "
+              "restore of the latest TXID equals the database")
+        return
+    print(f"Audit found {len(report.problems)} problems (scratch directory kept: {report.directory}):")
+    for problem in report.problems:
+        print(f"  {problem}")
