@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from locks.claim import Claim
+
 FORK = multiprocessing.get_context("fork")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,3 +79,11 @@ def inject(monkeypatch: pytest.MonkeyPatch, name: str, code: int, applies, *, af
         return real(*args, **kwargs)
 
     monkeypatch.setattr(os, name, faulty)
+
+
+def hold_claim(directory: str, ready: Any, release: Any) -> None:
+    """Child body: hold the compaction claim of ``directory`` until released."""
+    with Claim(directory) as claim, claim.held() as mine:
+        assert mine
+        ready.set()
+        release.wait(30)

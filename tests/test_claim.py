@@ -5,13 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from locks.claim import CLAIM_NAME, Claim
-
-
-def hold_claim(directory: str, ready, release) -> None:
-    with Claim(directory) as claim, claim.held() as mine:
-        assert mine
-        ready.set()
-        release.wait(30)
+from tests.helpers import hold_claim
 
 
 def test_a_second_worker_is_refused_at_once_while_the_first_holds_the_claim(tmp_path: Path, child) -> None:

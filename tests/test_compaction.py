@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from locks.claim import Claim
+from tests.helpers import hold_claim
 from tests.synthetic import SyntheticStream
 from workers.compactor import CompactionSettings, compact_level, compaction_pass, next_due
 from workers.errors import CorruptLTXError
@@ -110,13 +110,6 @@ def test_a_compacted_file_takes_its_header_from_the_first_and_last_inputs_and_dr
     assert trailer.post_apply_checksum == last_trailer.post_apply_checksum
     assert max(pgnos) <= header.commit
     assert os.stat(output).st_mtime == pytest.approx(header.timestamp / 1000)
-
-
-def hold_claim(directory: str, ready, release) -> None:
-    with Claim(directory) as claim, claim.held() as mine:
-        assert mine
-        ready.set()
-        release.wait(30)
 
 
 def test_a_level_claimed_by_another_worker_is_skipped_and_nothing_to_do_is_no_result(tmp_path: Path, child) -> None:

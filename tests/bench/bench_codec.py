@@ -34,6 +34,7 @@ sys.path.insert(0, ROOT)
 import lz4.block  # noqa: E402
 from fastcrc.crc64 import go_iso  # noqa: E402
 
+from tests.bench.rss import peak_growth_mib, reset_peak_rss  # noqa: E402
 from workers.ltx import HEADER_FLAG_NO_CHECKSUM, Decoder, Encoder, Header, verify_file  # noqa: E402
 
 PAGE_SIZE = 4096
@@ -154,8 +155,7 @@ def rss_child(mode: str, mib: int, path: str) -> None:
     rng = random.Random(3)
     pool = [sqlite_like_page(rng, n) for n in range(64)]
     count = mib * 1024 * 1024 // PAGE_SIZE
-    reset_peak_rss()
-    baseline = current_rss_kib()
+    baseline = reset_peak_rss()
     if mode == "encode":
         with open(path, "wb", buffering=0) as raw:
             encoder = Encoder(raw, header_for(count))
@@ -164,29 +164,7 @@ def rss_child(mode: str, mib: int, path: str) -> None:
             encoder.finish()
     else:
         verify_file(path)
-    print((peak_rss_kib() - baseline) / 1024)
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def reset_peak_rss() -> None:
-    """Start the high-water mark afresh (getrusage's ru_maxrss would inherit the parent's at fork)."""
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
-
-
-def peak_rss_kib() -> int:
-    return _status_kib("VmHWM")
-
-
-def current_rss_kib() -> int:
-    return _status_kib("VmRSS")
+    print(peak_growth_mib(baseline))
 
 
 def memory(mib: int) -> None:

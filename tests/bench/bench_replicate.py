@@ -40,6 +40,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
+from tests.bench.rss import peak_growth_mib, reset_peak_rss  # noqa: E402
 from workers.ingest import Replicator  # noqa: E402
 
 PAGE_SIZE = 4096
@@ -69,42 +70,24 @@ def build(path: str, mib: int) -> int:
 # -- children: one job each, memory measured from a fresh process ---------------------
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak() -> int:
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
-    return _status_kib("VmRSS")
-
-
-def _growth_mib(baseline_kib: int) -> float:
-    return (_status_kib("VmHWM") - baseline_kib) / 1024
-
-
 def child_copy(db: str, out: str, sync: bool) -> dict[str, float]:
-    baseline = _reset_peak()
+    baseline = reset_peak_rss()
     start = time.perf_counter()
     with open(db, "rb") as src, open(out, "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
         dst.flush()
         if sync:
             os.fsync(dst.fileno())
-    return {"seconds": time.perf_counter() - start, "rss_mib": _growth_mib(baseline)}
+    return {"seconds": time.perf_counter() - start, "rss_mib": peak_growth_mib(baseline)}
 
 
 def child_snapshot(db: str, replica: str) -> dict[str, float]:
-    baseline = _reset_peak()
+    baseline = reset_peak_rss()
     start = time.perf_counter()
     with Replicator(db, replica) as replicator:
         result = replicator.step()
     assert result is not None and result.snapshot
-    return {"seconds": time.perf_counter() - start, "rss_mib": _growth_mib(baseline), "bytes": result.bytes}
+    return {"seconds": time.perf_counter() - start, "rss_mib": peak_growth_mib(baseline), "bytes": result.bytes}
 
 
 def child_steps(db: str, replica: str, pin: bool) -> None:
@@ -112,7 +95,7 @@ def child_steps(db: str, replica: str, pin: bool) -> None:
     and its peak RSS over the RSS before it, the checksum array included)."""
     with Replicator(db, replica, pin=pin) as replicator:
         for _ in sys.stdin:
-            baseline = _reset_peak()
+            baseline = reset_peak_rss()
             start = time.perf_counter()
             result = replicator.step()
             seconds = time.perf_counter() - start
@@ -121,7 +104,7 @@ def child_steps(db: str, replica: str, pin: bool) -> None:
                 "pages": result.pages if result else 0,
                 "full_scan": bool(result and result.full_scan),
                 "snapshot": bool(result and result.snapshot),
-                "rss_mib": _growth_mib(baseline),
+                "rss_mib": peak_growth_mib(baseline),
             }), flush=True)
 
 

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 
+from workers.cli.argtypes import seconds_between
 from workers.demo import run_demo
 from workers.replica import LEVELS
 
@@ -20,17 +21,11 @@ HELP = (
 )
 
 
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 2 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"must be 2 to 3600 seconds, got {text}")
-    return value
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", default=None,
                         help="work in this directory and keep it (default: a temporary directory, removed after)")
-    parser.add_argument("--seconds", type=_seconds, default=10.0, help="how long the workload runs (default 10)")
+    parser.add_argument("--seconds", type=seconds_between(2, 3600), default=10.0, help="how long the workload runs (default 10)")
 
 
 def run(args: argparse.Namespace) -> int:

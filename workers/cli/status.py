@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from workers.cli.argtypes import seconds
 from workers.janitor import DEFAULT_FOREIGN_TEMP_AGE
 from workers.replica import Replica
 from workers.status import ReplicaStatus, format_table, replica_status, status_document, status_metrics
@@ -23,19 +24,13 @@ HELP = (
 )
 
 
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
-    return value
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("replicas", nargs="+", metavar="REPLICA", help="replica root directories")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON object")
     output.add_argument("--prometheus", action="store_true", help="print Prometheus text exposition format")
-    parser.add_argument("--foreign-temp-age", type=_seconds, default=DEFAULT_FOREIGN_TEMP_AGE, metavar="SECONDS",
+    parser.add_argument("--foreign-temp-age", type=seconds, default=DEFAULT_FOREIGN_TEMP_AGE, metavar="SECONDS",
                         help="another tool's *.tmp older than this counts as an orphan (default 3600)")
 
 

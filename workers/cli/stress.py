@@ -15,6 +15,7 @@ import sys
 import tempfile
 
 from workers.chaos import ChaosConfig, ChaosReport, run_chaos
+from workers.cli.argtypes import positive_int, positive_seconds, seconds
 from workers.stress import StressConfig, run_stress
 
 NAME = "stress"
@@ -25,33 +26,15 @@ HELP = (
 )
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--writers", type=_positive_int, default=10, help="concurrent writers (default 10)")
-    parser.add_argument("--ops", type=_positive_int, default=100, help="writes per writer (default 100)")
-    parser.add_argument("--size", type=_positive_int, default=1024, help="bytes per write (default 1024)")
+    parser.add_argument("--writers", type=positive_int, default=10, help="concurrent writers (default 10)")
+    parser.add_argument("--ops", type=positive_int, default=100, help="writes per writer (default 100)")
+    parser.add_argument("--size", type=positive_int, default=1024, help="bytes per write (default 1024)")
     parser.add_argument(
-        "--cleaner-interval", type=_non_negative_float, default=0.0001, metavar="SECONDS",
+        "--cleaner-interval", type=seconds, default=0.0001, metavar="SECONDS",
         help="pause between cleaner sweeps (default 0.0001)",
     )
     mode = parser.add_mutually_exclusive_group()
@@ -68,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="instead: run replicate, 4 compaction workers and the janitor on a scratch replica, SIGKILL random "
         "processes for --seconds, kill them all, then audit the replica (exit 1 on any finding)",
     )
-    parser.add_argument("--seconds", type=_positive_float, default=30.0,
+    parser.add_argument("--seconds", type=positive_seconds, default=30.0,
                         help="with --chaos: how long to kill processes (default 30)")
     parser.add_argument("--seed", type=int, default=None, help="with --chaos: seed of the random kills")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 
+from workers.cli.argtypes import port, positive_int, positive_seconds, seconds
 from workers.errors import ConfigError
 from workers.netfs import MOUNTINFO, read_mount_table, refuse_network_fs
 from workers.pool_config import LOG_FORMATS, LOG_LEVELS, PoolConfig, check_replicas, load_config, with_overrides
@@ -20,52 +21,28 @@ HELP = (
 )
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    value = _seconds(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be more than 0 seconds")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("replicas", nargs="*", metavar="REPLICA",
                         help="replica root directories (replace the config file's list)")
     parser.add_argument("--config", metavar="FILE", help="TOML configuration (see README: Operating the pool)")
-    parser.add_argument("--workers", type=_positive_int, metavar="N", help="compaction workers (default 2)")
+    parser.add_argument("--workers", type=positive_int, metavar="N", help="compaction workers (default 2)")
     parser.add_argument("--log-format", choices=LOG_FORMATS, help="text (default) or json lines on stderr")
     parser.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     parser.add_argument("--allow-network-fs", action="store_true", default=None,
                         help="run even if a replica is on NFS/CIFS/Ceph/... (flock may not protect anything)")
-    parser.add_argument("--metrics-port", type=_port, metavar="P", help="serve Prometheus metrics on this port")
+    parser.add_argument("--metrics-port", type=port, metavar="P", help="serve Prometheus metrics on this port")
     parser.add_argument("--metrics-address", metavar="ADDR", help="address for --metrics-port (default 127.0.0.1)")
-    parser.add_argument("--grace", type=_seconds, metavar="SECONDS",
+    parser.add_argument("--grace", type=seconds, metavar="SECONDS",
                         help="on SIGTERM, how long children may finish their work before SIGKILL (default 10)")
-    parser.add_argument("--janitor-interval", type=_positive_seconds, metavar="SECONDS",
+    parser.add_argument("--janitor-interval", type=positive_seconds, metavar="SECONDS",
                         help="pause between janitor rounds (default 60)")
-    parser.add_argument("--poll-interval", type=_positive_seconds, metavar="SECONDS",
+    parser.add_argument("--poll-interval", type=positive_seconds, metavar="SECONDS",
                         help="how often workers look for new level-0 files (default 1)")
-    parser.add_argument("--hang-timeout", type=_positive_seconds, metavar="SECONDS",
+    parser.add_argument("--hang-timeout", type=positive_seconds, metavar="SECONDS",
                         help="kill and restart a child busy on one item this long (default 900)")
     parser.add_argument("--mount-table", metavar="FILE",
                         help=f"diagnostic: judge filesystems from this mountinfo/mounts file instead of {MOUNTINFO}")
