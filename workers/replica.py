@@ -12,11 +12,11 @@ outside the replica is ever read or written through it.
 from __future__ import annotations
 
 import os
-import re
 import stat
 from dataclasses import dataclass, field
 
 from workers.errors import LtxpoolError
+from workers.ltx import parse_filename
 
 __all__ = [
     "COMPACTION_LEVELS",
@@ -33,22 +33,21 @@ COMPACTION_LEVELS = (1, 2, 3)
 SNAPSHOT_LEVEL = 9
 LEVELS = (0, *COMPACTION_LEVELS, SNAPSHOT_LEVEL)
 
-_NAME_RE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.ltx$")
-
 
 def format_name(min_txid: int, max_txid: int) -> str:
     return f"{min_txid:016x}-{max_txid:016x}.ltx"
 
 
 def parse_name(name: str) -> tuple[int, int] | None:
-    """(min TXID, max TXID) of a well-formed LTX file name, else None."""
-    match = _NAME_RE.match(name)
-    if match is None:
+    """(min TXID, max TXID) of a well-formed LTX file name that names a real range, else None.
+
+    The name format is the codec's (ltx's ``filenameRegex``); a replica also refuses
+    TXID 0 and a range that runs backwards.
+    """
+    txids = parse_filename(name)
+    if txids is None or txids[0] < 1 or txids[1] < txids[0]:
         return None
-    min_txid, max_txid = int(match.group(1), 16), int(match.group(2), 16)
-    if min_txid < 1 or max_txid < min_txid:
-        return None
-    return min_txid, max_txid
+    return txids
 
 
 def _make_dir(directory: str) -> None:
