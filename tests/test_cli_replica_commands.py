@@ -103,3 +103,25 @@ def test_restore_of_a_chain_longer_than_the_soft_open_file_limit_succeeds(tmp_pa
     # means all 400 files were open at once under a soft limit of 256.
     assert "integrity check" in done.stderr, done.stderr
     assert "Too many open files" not in done.stderr
+
+
+def test_restore_compare_proves_page_equality_with_the_source_and_names_the_first_different_page(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "source.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("PRAGMA journal_mode=wal")
+        connection.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+        connection.executemany("INSERT INTO t (body) VALUES (?)", [(f"row {i} " * 30,) for i in range(300)])
+    replica = tmp_path / "replica"
+    assert run_ltxpool("replicate", str(database), str(replica), "--once").returncode == 0
+    same = run_ltxpool("restore", str(replica), str(tmp_path / "same.db"), "--compare", str(database))
+    assert same.returncode == 0, same.stderr
+    assert f"{tmp_path / 'same.db'} equals {database} page for page" in same.stdout
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE t SET body = 'changed' WHERE id = 150")
+    differs = run_ltxpool("restore", str(replica), str(tmp_path / "old.db"), "--compare", str(database))
+    assert differs.returncode == 1
+    assert differs.stderr.startswith(f"ltxpool: error: {tmp_path / 'old.db'}: compare: page ")
+    assert f"differs from the source {database}" in differs.stderr
+    assert (tmp_path / "old.db").exists(), "a valid restore is kept even when the source has moved on"

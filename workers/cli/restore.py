@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from workers.compare import compare_with_source
 from workers.replica import Replica
 from workers.restore import restore
 
@@ -16,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", help="database file to create (must not exist)")
     parser.add_argument("--txid", type=lambda text: int(text, 0), default=None,
                         help="restore to this TXID (decimal, or hex with 0x); default: the latest")
+    parser.add_argument("--compare", metavar="DB", default=None,
+                        help="then check page for page that the result equals the SQLite database DB as it is now "
+                             "(the source, when it has not changed since the restored TXID); exit 1 if not")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,4 +27,7 @@ def run(args: argparse.Namespace) -> int:
     checksum = "post-apply checksum verified" if result.checksum_verified else "no database checksum in files"
     print(f"restored TXID {result.txid} ({result.commit} pages of {result.page_size} B) from {result.files} files "
           f"to {result.output}: LTX checksums ok, {checksum}, integrity_check ok")
+    if args.compare is not None:
+        pages = compare_with_source(result.output, args.compare)
+        print(f"{result.output} equals {args.compare} page for page ({pages} pages)")
     return 0
