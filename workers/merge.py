@@ -19,12 +19,15 @@ import heapq
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from workers.errors import CorruptLTXError
 from workers.ltx import HEADER_FLAG_NO_CHECKSUM, Decoder, Encoder, Frame, Header, Trailer, open_ltx
 from workers.ltx.encoder import Sink
 
-__all__ = ["check_chain", "merged_header", "merge_frames", "merge_files", "MergeResult"]
+_Item = TypeVar("_Item", bound=tuple[Any, ...])
+
+__all__ = ["check_chain", "merged_header", "merge_frames", "merge_pages", "merge_files", "MergeResult"]
 
 
 @dataclass(frozen=True)
@@ -54,21 +57,33 @@ def merged_header(headers: Sequence[Header]) -> Header:
     )
 
 
-def _ranked(decoder: Decoder, rank: int) -> Iterator[tuple[int, int, Frame]]:
-    for frame in decoder.frames():
-        yield frame.pgno, rank, frame
+def _ranked(items: Iterator[_Item], rank: int) -> Iterator[tuple[int, int, _Item]]:
+    for item in items:
+        yield item[0], rank, item
 
 
-def merge_frames(decoders: Sequence[Decoder], commit: int) -> Iterator[Frame]:
-    """Frames of pages 1..commit of the merge, ascending; every input is read to its end (and verified)."""
-    streams = [_ranked(decoder, -index) for index, decoder in enumerate(decoders)]
+def _newest_wins(streams: Sequence[Iterator[_Item]], commit: int) -> Iterator[_Item]:
+    """The k-way merge: per page number the item of the newest stream, up to ``commit``."""
+    ranked = [_ranked(stream, -index) for index, stream in enumerate(streams)]
     previous = 0
-    for pgno, _, frame in heapq.merge(*streams):
+    for pgno, _, item in heapq.merge(*ranked):
         if pgno == previous:
             continue
         previous = pgno
         if pgno <= commit:
-            yield frame
+            yield item
+
+
+def merge_frames(decoders: Sequence[Decoder], commit: int) -> Iterator[Frame]:
+    """Frames (with their stored LZ4 blocks) of pages 1..commit, ascending; every input is
+    read to its end (and verified). For compaction, which copies the blocks."""
+    return _newest_wins([decoder.frames() for decoder in decoders], commit)
+
+
+def merge_pages(decoders: Sequence[Decoder], commit: int) -> Iterator[tuple[int, bytes]]:
+    """``(pgno, page)`` of pages 1..commit, ascending, every input read and verified; for
+    restore, which needs the pages only (no copy of each block)."""
+    return _newest_wins([decoder.pages() for decoder in decoders], commit)
 
 
 def check_chain(decoders: Sequence[Decoder]) -> None:

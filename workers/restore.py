@@ -21,7 +21,7 @@ from pathlib import Path
 from workers.atomic import COPY_CHUNK, AtomicWriter
 from workers.errors import CorruptLTXError, LtxpoolError
 from workers.ltx import CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM, lock_page, open_ltx, page_checksum
-from workers.merge import check_chain, merge_frames, merged_header
+from workers.merge import check_chain, merge_pages, merged_header
 from workers.plan import plan_restore
 from workers.replica import Replica
 
@@ -75,8 +75,7 @@ def restore(
         database = CHECKSUM_FLAG
         buffer = bytearray()
         expected = 1
-        for frame in merge_frames(decoders, header.commit):
-            pgno, data = frame.pgno, frame.data
+        for pgno, data in merge_pages(decoders, header.commit):
             while expected < pgno:
                 if expected != lock:
                     raise CorruptLTXError(plan.inputs[0].path, 0, f"page {expected} is missing from the restore chain")
@@ -95,7 +94,7 @@ def restore(
             raise CorruptLTXError(plan.inputs[-1].path, 0, f"the chain ends at page {expected - 1}, commit is {header.commit}")
         writer.write(buffer)
         trailer = decoders[-1].trailer
-        assert trailer is not None, "merge_frames reads every input to its end"
+        assert trailer is not None, "merge_pages reads every input to its end"
         checked = not header.flags & HEADER_FLAG_NO_CHECKSUM and trailer.post_apply_checksum != 0
         if checked and CHECKSUM_FLAG | database != trailer.post_apply_checksum:
             raise CorruptLTXError(
