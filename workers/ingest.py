@@ -53,15 +53,27 @@ from workers.atomic import AtomicWriter
 from workers.errors import LtxpoolError
 from workers.ingest_reconcile import reconcile
 from workers.ingest_state import ReplicationState, StateStore, new_checksum_array
-from workers.ltx import CHECKSUM_FLAG, Encoder, Header, page_checksum
+from workers.ltx import CHECKSUM_FLAG, Encoder, Header, lock_page, page_checksum
 from workers.replica import Replica
 from workers.sqlite_source import DEFAULT_BUSY_TIMEOUT, Image, SqliteSource
 
-__all__ = ["Replicator", "StepResult", "DatabaseMismatchError"]
+__all__ = ["Replicator", "StepResult", "DatabaseMismatchError", "IncompleteStepError"]
 
 
 class DatabaseMismatchError(LtxpoolError):
     """The replica's saved state belongs to another database file."""
+
+
+class IncompleteStepError(LtxpoolError):
+    """A step would write a TXID whose restore lacks pages; nothing was written."""
+
+
+def _with_growth(candidates: list[int] | None, old_commit: int, commit: int) -> list[int] | None:
+    """The candidates plus every page the database grew by: a grown page is new content
+    whatever the WAL says (a page past the old end was never in the chain)."""
+    if candidates is None or commit <= old_commit:
+        return candidates
+    return sorted(set(candidates).union(range(old_commit + 1, commit + 1)))
 
 
 @dataclass(frozen=True)
@@ -120,12 +132,15 @@ class Replicator:
         *,
         pin: bool = False,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        prove_completeness: bool = True,
     ) -> None:
         self.replica = replica if isinstance(replica, Replica) else Replica(replica)
         self.database = os.path.realpath(os.fspath(database))
         self.pin = pin
         with ExitStack() as stack:
-            self.source = stack.enter_context(SqliteSource(self.database, busy_timeout=busy_timeout))
+            self.source = stack.enter_context(
+                SqliteSource(self.database, busy_timeout=busy_timeout, prove_completeness=prove_completeness)
+            )
             self.level_dir = self.replica.ensure_level_dir(0)
             self.store = stack.enter_context(StateStore(self.replica.root))
             saved, checksums = self.store.load()
@@ -160,7 +175,7 @@ class Replicator:
         with ExitStack() as stack:
             with self.source.capture(state.position, pin=self.pin) as image:
                 snapshot = state.txid == 0 or image.page_size != state.page_size
-                candidates = None if snapshot else image.candidates
+                candidates = None if snapshot else _with_growth(image.candidates, state.commit, image.commit)
                 if image.commit == 0 or (candidates == [] and image.commit == state.commit):
                     self.state = replace(state, position=image.position)
                     return None
@@ -188,6 +203,7 @@ class Replicator:
                 if not diff.pages and image.commit == state.commit:
                     self.state = replace(state, position=image.position)
                     return None
+                self._refuse_incomplete(diff, fresh, image, path)
                 encoder.finish(diff.database)
             # SQLite's lock is released; only the fsync and rename remain.
             assert sink.writer is not None
@@ -231,6 +247,25 @@ class Replicator:
         for pgno in range(image.commit + 1, known + 1):
             database ^= old[pgno - 1]
         return _Diff(len(pgnos), pgnos, checksums, CHECKSUM_FLAG | database)
+
+    def _refuse_incomplete(self, diff: _Diff, fresh: bool, image: Image, path: str) -> None:
+        """Never write a TXID that would not restore: every page 1..commit (but the lock
+        page) must be in the chain after it -- written before, or by this file."""
+        if fresh:
+            held = diff.checksums
+        else:
+            held = array("Q", self.checksums[: image.commit])
+            held.frombytes(bytes(8 * (image.commit - len(held))))
+            for pgno, checksum in zip(diff.pgnos, diff.checksums):
+                held[pgno - 1] = checksum
+        skip = lock_page(image.page_size)
+        missing = held.count(0) - (1 if skip <= image.commit and held[skip - 1] == 0 else 0)
+        if missing:
+            first = next(i + 1 for i, value in enumerate(held) if value == 0 and i + 1 != skip)
+            raise IncompleteStepError(
+                path, "check step", None,
+                f"TXID would leave {missing} of {image.commit} pages without content (first: page {first}); step refused",
+            )
 
     def _apply(self, diff: _Diff, fresh: bool, image: Image) -> None:
         """Make the in-memory array the database at the new TXID (its file is durable)."""

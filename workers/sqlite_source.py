@@ -33,12 +33,38 @@ WAL mode -- the lock is held while the new frames' headers are read, not for the
    write the main file while B holds that lock, and the main file alone is the
    snapshot -- so pages are read from it.
 
-Which pages changed (WAL mode): a :class:`WalPosition` remembers the WAL generation
-(salts) and ``mxFrame`` of the last step. Same salts and no fewer frames: the frames
-after it are exactly the commits since, so only their pages are candidates (work
-proportional to the change, as in Litestream's ``db.go``). Anything else -- a WAL
-restart (new salts), another file, a rollback-mode step -- gives ``candidates=None``
-and the caller compares every page.
+Which pages changed -- complete by construction. A step may compare only some pages
+when it can *prove* that the others are unchanged since the previous step's image;
+every other step compares every page against the checksum array (``candidates=None``).
+The proofs, and the SQLite facts they rest on:
+
+* Same process, same file. ``since`` must be the position this very object captured
+  last, while it held the database file open by descriptor. A saved position from an
+  earlier process proves nothing (``--once`` is always such a first capture): between
+  two processes the app's last close checkpoints and deletes ``-wal``/``-shm``, the
+  database may be deleted and re-created (a freed inode is reused at once), and an
+  empty WAL looks the same whatever was committed in between (Litestream-style
+  salts 0/0, 0 frames). While our descriptor is open the inode cannot be reused, so
+  a matching (device, inode) is the same file.
+* WAL, unbroken pin (see "The pin" below): our read mark stopped every backfill and
+  restart that could discard a frame we have not seen, so the frames after our
+  position -- in the same WAL, or in a restarted one when ours was fully backfilled
+  -- are all the commits since.
+* WAL, no pin: the previous position had N > 0 frames and frame N of the WAL now has
+  the same salts and the same cumulative checksums. SQLite gives every WAL
+  generation new salts (salt-1 + 1 on a restart, random salts for a new file) and
+  never rewrites a committed frame within a generation, and the checksums of frame N
+  cover frames 1..N; so the WAL is the one we read, frames 1..N are the ones we
+  read, the main file changed only by backfilling frames we read, and frames after N
+  are exactly the commits since. An empty WAL (N = 0) proves nothing.
+* Rollback journal: the file change counter (header offset 24) is incremented by
+  every rollback-mode commit, and leaving WAL mode is itself such a commit, so an
+  unchanged counter on the same file (held open, see above) with the same page size
+  and count means no commit since; nothing says *which* pages changed otherwise.
+
+The page size and page count are taken inside the read transaction and cross-checked
+with page 1 of the captured image (and, in WAL mode, the wal-index); a mismatch
+refuses the step (``SourceError``) instead of writing pages of the wrong size.
 
 The pin (``capture(..., pin=True)``, used by the replicate loop): B keeps its read
 transaction open until the next capture, as Litestream keeps its long-running read
@@ -111,6 +137,7 @@ DEFAULT_CHECKPOINT_FRAMES = 1000
 # Pages read per system call in a full scan: large reads, bounded memory.
 _SCAN_BYTES = 1 << 20
 _CHANGE_COUNTER = struct.Struct(">I")
+_PAGE_SIZE = struct.Struct(">H")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -266,10 +293,15 @@ class SqliteSource:
         *,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         checkpoint_frames: int = DEFAULT_CHECKPOINT_FRAMES,
+        prove_completeness: bool = True,
     ) -> None:
+        """``prove_completeness=False`` is for tests only: it trusts any saved position
+        without the proofs above (the behaviour before ltxpool #11), so that a test can
+        show the proofs are what keeps its workload from losing commits."""
         self.path = os.fspath(path)
         self.busy_timeout = busy_timeout
         self.checkpoint_frames = checkpoint_frames
+        self.prove_completeness = prove_completeness
         self._lock: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._db_fd = -1
@@ -277,6 +309,8 @@ class SqliteSource:
         self._wal = _Aux(self.path + "-wal")
         self._shm = _Aux(self.path + "-shm")
         self._pinned_at: Position | None = None
+        # The position of the last image this object captured while it held the file.
+        self._seen: Position | None = None
         self._open()
 
     # -- opening ---------------------------------------------------------------------
@@ -304,6 +338,12 @@ class SqliteSource:
         self._db_fd = fd
         fst = os.fstat(fd)
         self._identity = (fst.st_dev, fst.st_ino)
+        self._seen = None
+        self._connect_both()
+
+    def _connect_both(self) -> None:
+        if self._lock is not None:
+            return
         uri = Path(self.path).absolute().as_uri() + "?mode=rw"
         try:
             self._lock = self._connect(uri)
@@ -314,6 +354,19 @@ class SqliteSource:
 
     def _connect(self, uri: str) -> sqlite3.Connection:
         return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False)
+
+    def disconnect(self) -> None:
+        """Close our SQLite connections but keep the file open (and so its identity).
+
+        An idle connection of ours, even outside a transaction, keeps the app from
+        leaving WAL mode and from deleting the WAL on its last close; so between steps
+        we hold none unless pinned. Ends the pin: the next step proves again.
+        """
+        for connection in (self._reader, self._lock):
+            if connection is not None:
+                connection.close()
+        self._reader = self._lock = None
+        self._pinned_at = None
 
     def _reopen_if_replaced(self) -> None:
         """Follow the name: a database replaced by rename is a new file (full compare)."""
@@ -327,11 +380,8 @@ class SqliteSource:
 
     def close(self) -> None:
         """Close the connections first, then our descriptors (see the POSIX-lock note)."""
-        for connection in (self._reader, self._lock):
-            if connection is not None:
-                connection.close()
-        self._reader = self._lock = None
-        self._pinned_at = None
+        self.disconnect()
+        self._seen = None
         if self._db_fd >= 0:
             os.close(self._db_fd)
             self._db_fd = -1
@@ -354,6 +404,7 @@ class SqliteSource:
     def capture(self, since: Position | None, *, pin: bool = False) -> Iterator[Image]:
         """Yield a consistent image; ``since`` is the position of the previous step's image."""
         self._reopen_if_replaced()
+        self._connect_both()
         image = self._begin(since, pin)
         failed = True
         try:
@@ -363,8 +414,14 @@ class SqliteSource:
             image._open = False
             if failed or not pin or image.mode != "wal":
                 self._end_read()
+                self.disconnect()
             else:
                 self._pinned_at = image.position
+            self._seen = None if failed else image.position
+
+    def _proven(self, since: Position | None) -> bool:
+        """``since`` was captured by this object, on this file, while it held it open."""
+        return not self.prove_completeness or (since is not None and since == self._seen)
 
     def _begin(self, since: Position | None, pin: bool) -> Image:
         lock, reader = self._lock, self._reader
@@ -392,12 +449,39 @@ class SqliteSource:
             lock.execute("ROLLBACK")
 
     def _begin_read(self) -> tuple[int, int]:
+        """Begin B's read transaction; the page size and count *of its snapshot*.
+
+        ``BEGIN`` is deferred and ``PRAGMA page_size`` answers from the pager without
+        reading, so a read comes first: it takes the lock (or the WAL read mark) and
+        makes SQLite reload page 1, after a ``VACUUM`` that changed the page size too.
+        """
         reader = self._reader
         assert reader is not None
         reader.execute("BEGIN")
+        reader.execute("PRAGMA schema_version").fetchone()
         page_size = int(reader.execute("PRAGMA page_size").fetchone()[0])
         page_count = int(reader.execute("PRAGMA page_count").fetchone()[0])
         return page_size, page_count
+
+    def _check_page_one(self, page_one: bytes, page_size: int, page_count: int) -> None:
+        """Page 1 of the captured image must describe the same database as SQLite did."""
+        if page_count == 0:
+            return
+        if len(page_one) < 100 or page_one[:16] != _SQLITE_MAGIC:
+            raise SourceError(self.path, "check page 1", None, "page 1 of the captured image is not a SQLite header; step refused")
+        raw_size = _PAGE_SIZE.unpack_from(page_one, 16)[0]
+        header_size = 65536 if raw_size == 1 else raw_size
+        counter, in_header, valid_for = (_CHANGE_COUNTER.unpack_from(page_one, at)[0] for at in (24, 28, 92))
+        if header_size != page_size:
+            raise SourceError(
+                self.path, "check page 1", None,
+                f"page 1 says {header_size}-byte pages, SQLite {page_size}; step refused",
+            )
+        if valid_for == counter and in_header and in_header != page_count:
+            raise SourceError(
+                self.path, "check page 1", None,
+                f"page 1 says {in_header} pages, SQLite {page_count}; step refused",
+            )
 
     def _end_read(self) -> None:
         reader = self._reader
@@ -409,17 +493,20 @@ class SqliteSource:
         try:
             if os.fstat(self._db_fd).st_size == 0:
                 page_count = 0
-            header = os.pread(self._db_fd, 28, 0)
+            header = os.pread(self._db_fd, 100, 0)
         except OSError as exc:
             raise SourceError.from_oserror(self.path, "read database", exc) from exc
-        counter = _CHANGE_COUNTER.unpack_from(header, 24)[0] if len(header) == 28 else 0
+        counter = _CHANGE_COUNTER.unpack_from(header, 24)[0] if len(header) >= 28 else 0
         position = RollbackPosition(*self._identity, counter, page_size, page_count)
         same = (
             isinstance(since, RollbackPosition)
             and since == position
             and page_count > 0
+            and self._proven(since)
         )
-        return Image(mode, page_size, page_count, [] if same else None, position, _db_path=self.path, _db_fd=self._db_fd)
+        image = Image(mode, page_size, page_count, [] if same else None, position, _db_path=self.path, _db_fd=self._db_fd)
+        self._check_page_one(image.read_page(1) if page_count else b"", page_size, page_count)
+        return image
 
     def _read_index(self) -> WalIndexHeader:
         fd = self._shm.open()
@@ -437,12 +524,18 @@ class SqliteSource:
         return parse_frame_header(data)
 
     def _start_frame(self, since: Position | None, index: WalIndexHeader, pinned_at: Position | None) -> int | None:
-        """The last frame already replicated, if the frames after it are all the changes."""
+        """The last frame already replicated, if it is proven that the frames after it
+        are all the changes (see "Which pages changed"); None: compare every page."""
         if not isinstance(since, WalPosition) or (since.device, since.inode) != self._identity:
             return None
+        if not self._proven(since):
+            return None
+        pinned = since == pinned_at
         if (since.salt1, since.salt2) != (index.salt1, index.salt2):
-            return 0 if since == pinned_at and since.backfilled else None
+            return 0 if pinned and since.backfilled else None
         if index.max_frame < since.frames:
+            return None
+        if since.frames == 0 and not pinned and self.prove_completeness:
             return None
         if since.frames:
             wal_fd = self._wal.open()
@@ -492,7 +585,7 @@ class SqliteSource:
         if last and (page_size, page_count) != (size, index.page_count):
             raise SourceError(
                 self.path, "read WAL", None,
-                f"wal-index says {index.page_count} pages of {size} bytes, SQLite {page_count} of {page_size}",
+                f"wal-index says {index.page_count} pages of {size} bytes, SQLite {page_count} of {page_size}; step refused",
             )
         candidates = None if start is None else sorted(p for p in changed if p <= page_count)
         frames_from = 0 if start is None else start
@@ -500,12 +593,14 @@ class SqliteSource:
         position = WalPosition(
             *self._identity, index.salt1, index.salt2, last, *checksums, backfilled=backfilled == last
         )
-        return Image(
+        image = Image(
             "wal", page_size, page_count, candidates, position,
             wal_range=(32 + frames_from * frame_bytes, (last - frames_from) * frame_bytes, index.salt1, index.salt2),
             _db_path=self.path, _db_fd=self._db_fd, _wal_path=self._wal.path, _wal_fd=wal_fd,
             _overlay=overlay if use_wal else {},
         )
+        self._check_page_one(image.read_page(1) if page_count else b"", page_size, page_count)
+        return image
 
     def _translate(self, exc: sqlite3.Error, step: str) -> SourceError:
         code = getattr(exc, "sqlite_errorcode", None)
