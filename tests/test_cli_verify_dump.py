@@ -53,7 +53,7 @@ def corrupt(path: Path, offset: int = -3) -> None:
 def test_verify_of_a_healthy_replica_prints_the_summary_and_exits_0(replica: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["verify", str(replica)]) == 0
     out = capsys.readouterr().out
-    assert out == "verified 4 files: 4 ok, 0 bad\n"
+    assert out == "verified 4 files: 4 ok, 0 bad\nchecked 1 restore chain: 0 broken\n"
 
 
 def test_verify_accepts_the_ltx_directory_a_level_directory_and_files(replica: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -70,9 +70,13 @@ def test_verify_names_each_bad_file_and_its_cause_and_exits_1(replica: Path, cap
     truncated.write_bytes(truncated.read_bytes()[:150])
     assert main(["verify", str(replica)]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-1] == "verified 4 files: 2 ok, 2 bad"
-    by_file = {line.split(": ")[0].removeprefix("BAD "): line for line in lines[:-1]}
+    summary = lines.index("verified 4 files: 2 ok, 2 bad")
+    by_file = {line.split(": ")[0].removeprefix("BAD "): line for line in lines[:summary]}
     assert set(by_file) == {str(bad), str(truncated)}
+    # The latest TXID's chain runs through the truncated level-1 file: the replica does not restore.
+    chain, closing = lines[summary + 1:]
+    assert chain.startswith(f"BAD {truncated}: latest TXID does not restore: page index length ")
+    assert closing == "checked 1 restore chain: 1 broken"
     assert "file checksum mismatch" in by_file[str(bad)]
     assert "truncated" in by_file[str(truncated)]
 
@@ -87,7 +91,12 @@ def test_verify_reports_a_symlinked_file_and_does_not_follow_a_symlinked_level(
     (replica / "ltx" / "2").symlink_to(elsewhere, target_is_directory=True)
     assert main(["verify", str(replica)]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines == [f"BAD {link}: corrupt at byte 0: is a symbolic link; refusing to follow it", "verified 5 files: 4 ok, 1 bad"]
+    assert lines == [
+        f"BAD {link}: corrupt at byte 0: is a symbolic link; refusing to follow it",
+        "verified 5 files: 4 ok, 1 bad",
+        # The chain never uses the link (a replica listing does not follow it).
+        "checked 1 restore chain: 0 broken",
+    ]
 
 
 def test_verify_of_a_missing_path_is_a_one_line_error(replica: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -150,7 +159,7 @@ def test_dump_of_a_corrupt_file_shows_what_it_read_and_the_fault(replica: Path, 
 
 def test_the_console_script_runs_verify_and_dump(replica: Path) -> None:
     done = run_ltxpool("verify", str(replica))
-    assert (done.returncode, done.stdout) == (0, "verified 4 files: 4 ok, 0 bad\n")
+    assert (done.returncode, done.stdout) == (0, "verified 4 files: 4 ok, 0 bad\nchecked 1 restore chain: 0 broken\n")
     path = replica / "ltx" / "0" / "0000000000000003-0000000000000003.ltx"
     dumped = run_ltxpool("dump", "--json", str(path))
     assert dumped.returncode == 0 and json.loads(dumped.stdout)["pages"][0]["pgno"] == 4

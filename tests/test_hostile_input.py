@@ -176,10 +176,13 @@ def test_commands_name_each_damaged_file_and_its_cause_on_one_line(
 
     code, out, _ = cli(capsys, "verify", root)
     assert code == 1
+    summary = out.index(f"verified 9 files: 2 ok, {len(DAMAGE)} bad")
     for kind, path in bad.items():
-        lines = [line for line in out if str(path) in line]
+        lines = [line for line in out[:summary] if str(path) in line]
         assert len(lines) == 1 and lines[0].startswith("BAD ") and DAMAGE[kind][1] in lines[0], (kind, out)
-    assert out[-1] == f"verified 9 files: 2 ok, {len(DAMAGE)} bad"
+    # Then the replica as a whole: its latest TXID runs into a damaged file.
+    assert out[summary + 1].startswith("BAD ") and "latest TXID does not restore" in out[summary + 1]
+    assert out[summary + 2:] == ["checked 1 restore chain: 1 broken"]
 
     for args in (("restore", root, str(tmp_path / "out.db")), ("compact", root)):
         code, _, err = cli(capsys, *args)

@@ -6,7 +6,10 @@ only ever holds a complete, verified database. Verified means: every input's LTX
 checksums (the decoder checks them as it streams), the chain's contiguity, every page
 1..commit present (the lock page excepted: SQLite never uses it, it is restored as
 zeros), the post-apply database checksum where the files carry one, and SQLite's own
-``PRAGMA integrity_check`` on the result before it is renamed into place.
+``PRAGMA integrity_check`` on the result before it is renamed into place. Before
+any page is read, the chain is checked from headers and page indexes
+(``workers.chain_check``): a page that a shrink cut off and no later file wrote back
+would otherwise come back from before the shrink.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workers.atomic import COPY_CHUNK, AtomicWriter
+from workers.chain_check import check_plan
 from workers.errors import CorruptLTXError, LtxpoolError
 from workers.ltx import CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM, lock_page, open_ltx, page_checksum
 from workers.merge import check_chain, merge_pages, merged_header
@@ -65,6 +69,9 @@ def restore(
     if os.path.lexists(output):
         raise LtxpoolError(output, "restore", errno.EEXIST, "output already exists; restore writes a new file")
     plan = plan_restore(replica.list_all(), txid)
+    problem = check_plan(plan, txid)
+    if problem is not None:
+        raise CorruptLTXError(problem.path, 0, f"{'latest TXID' if txid is None else f'TXID {txid}'} does not restore: {problem.reason}")
     with ExitStack() as stack:
         decoders = [stack.enter_context(open_ltx(f.path)) for f in plan.inputs]
         check_chain(decoders)

@@ -20,6 +20,7 @@ mtime to its header timestamp, as Litestream does.)
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import time
@@ -31,11 +32,15 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from workers.atomic import is_ltxpool_temp
+from workers.chain_check import check_txid
 from workers.errors import LtxpoolError
 from workers.janitor import DEFAULT_FOREIGN_TEMP_AGE
 from workers.plan import coverage_gaps, level_problems
 from workers.quarantine import quarantined_files
-from workers.replica import LEVELS, Listing, Replica
+from workers.replica import LEVELS, PROBLEM_NAME, Listing, Replica
+
+# A problem note is a line or two; never read more of a file a tenant may have planted.
+_PROBLEM_LIMIT = 4096
 
 __all__ = [
     "LevelStatus",
@@ -69,6 +74,10 @@ class ReplicaStatus:
     levels: list[LevelStatus]
     quarantined: int = 0
     lost_ranges: list[tuple[int, int]] = field(default_factory=list)
+    # Why the latest TXID would not restore (``workers.chain_check``); empty: it restores.
+    restore_problems: list[str] = field(default_factory=list)
+    # What keeps a continuous replicate from stepping, as it recorded it; None: nothing.
+    replicate_problem: str | None = None
 
 
 def _writer_gone(name: str) -> bool:
@@ -133,12 +142,32 @@ def replica_status(replica: Replica, now: float, foreign_temp_age: float = DEFAU
     except OSError as exc:
         raise LtxpoolError.from_oserror(replica.root, "status", exc) from exc
     listings = replica.list_all()
+    latest = check_txid(listings) if any(listing.files for listing in listings.values()) else None
     return ReplicaStatus(
         root=replica.root,
         levels=[_level_status(replica, listings[level], now, foreign_temp_age) for level in LEVELS],
         quarantined=len(quarantined_files(replica)),
         lost_ranges=coverage_gaps(listings),
+        restore_problems=[] if latest is None else [str(latest)],
+        replicate_problem=_replicate_problem(replica, now),
     )
+
+
+def _replicate_problem(replica: Replica, now: float) -> str | None:
+    """The problem a continuous replicate recorded (never followed through a link)."""
+    path = os.path.join(replica.state_dir, PROBLEM_NAME)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        document = json.loads(os.read(fd, _PROBLEM_LIMIT))
+        reason, since, pid = str(document["reason"]), float(document["since"]), int(document["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"replicate: unreadable {path}"
+    finally:
+        os.close(fd)
+    return f"replicate (pid {pid}) cannot step for {_human_age(max(now - since, 0.0))}: {reason}"
 
 
 def _age(newest: float | None, now: float) -> float | None:
@@ -158,6 +187,8 @@ def status_document(statuses: Sequence[ReplicaStatus], now: float) -> dict[str, 
             "root": status.root,
             "quarantined": status.quarantined,
             "lost_ranges": [list(r) for r in status.lost_ranges],
+            "restore_problems": status.restore_problems,
+            "replicate_problem": status.replicate_problem,
             "levels": levels,
         })
     return {"time": now, "replicas": replicas}
@@ -195,6 +226,9 @@ def format_table(statuses: Sequence[ReplicaStatus], now: float) -> str:
         if status.quarantined:
             notes.append(f"{status.root}: {status.quarantined} quarantined files in {Replica(status.root).quarantine_dir}")
         notes.extend(f"{status.root}: TXIDs {low}-{high} are in no file at any level" for low, high in status.lost_ranges)
+        notes.extend(status.restore_problems)
+        if status.replicate_problem is not None:
+            notes.append(f"{status.root}: {status.replicate_problem}")
         if not any(level.files for level in status.levels):
             notes.append(f"{status.root}: no LTX files")
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
@@ -225,6 +259,9 @@ def status_metrics(statuses: Sequence[ReplicaStatus], unreadable: Sequence[str] 
                              labels=["replica"])
     readable = GaugeMetricFamily("ltxpool_replica_readable", "1 if the replica could be read for this scrape",
                                  labels=["replica"])
+    restorable = GaugeMetricFamily("ltxpool_replica_latest_restorable",
+                                   "1 if the latest TXID's restore chain is complete (headers and page indexes)",
+                                   labels=["replica"])
     for status in statuses:
         for level in status.levels:
             labels = [status.root, str(level.level)]
@@ -235,10 +272,11 @@ def status_metrics(statuses: Sequence[ReplicaStatus], unreadable: Sequence[str] 
         quarantined.add_metric([status.root], status.quarantined)
         lost.add_metric([status.root], len(status.lost_ranges))
         readable.add_metric([status.root], 1)
+        restorable.add_metric([status.root], 0 if status.restore_problems else 1)
     for root in unreadable:
         readable.add_metric([root], 0)
     yield from families.values()
-    yield from (quarantined, lost, readable)
+    yield from (quarantined, lost, readable, restorable)
 
 
 class StatusCollector(Collector):

@@ -6,7 +6,14 @@ folder beside ``ltx/`` is never judged. Symlinks are not followed: a linked
 directory is not entered, and a linked ``.ltx`` file is reported as bad (the
 codec refuses to open it), since a replica should hold none. One line per bad file
 (``path: corrupt at byte N: reason``), then ``verified N files: N ok, N bad``.
-Exit 1 if any file is bad; 2 if a path does not exist; else 0.
+
+A replica (a directory holding ``ltx/``) is also checked as a whole: its latest TXID
+(with ``--all``, every TXID a file ends at) must restore -- the chain reaches it,
+one page size, every page present (``workers.chain_check``; headers and page
+indexes only). Each TXID that does not is one ``BAD`` line, then
+``checked N restore chains: N broken``.
+
+Exit 1 if any file is bad or any chain broken; 2 if a path does not exist; else 0.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ import os
 import sys
 from collections.abc import Iterator
 
+from workers.chain_check import check_replica, restorable_txids
 from workers.errors import LtxpoolError
 from workers.ltx import verify_file
+from workers.replica import Replica
 
 __all__ = ["NAME", "HELP", "add_arguments", "run", "ltx_files"]
 
@@ -28,6 +37,10 @@ HELP = "Verify LTX files or replica directories completely (checksums, index, pa
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="an LTX file, a replica, its ltx/ directory or a level")
     parser.add_argument("-v", "--verbose", action="store_true", help="also print one line per good file")
+    parser.add_argument(
+        "--all", action="store_true", dest="every_txid",
+        help="check that every TXID a replica's files end at restores, not only the latest",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +61,19 @@ def run(args: argparse.Namespace) -> int:
             if args.verbose:
                 print(f"ok  {path}", flush=True)
     print(f"verified {ok + bad} files: {ok} ok, {bad} bad")
-    return 1 if bad else 0
+    checked = broken = 0
+    for path in args.paths:
+        if not _real_dir(os.path.join(path, "ltx")):
+            continue
+        replica = Replica(path)
+        problems = check_replica(replica, every_txid=args.every_txid)
+        checked += len(list(restorable_txids(replica.list_all()))) if args.every_txid else 1
+        broken += len(problems)
+        for problem in problems:
+            print(f"BAD {problem}", flush=True)
+    if checked:
+        print(f"checked {checked} restore chain{'' if checked == 1 else 's'}: {broken} broken")
+    return 1 if bad or broken else 0
 
 
 def _expand(paths: list[str]) -> Iterator[str]:

@@ -29,6 +29,7 @@ frames, the page after the lock page, every error) to ``_slow_frame``.
 from __future__ import annotations
 
 import struct
+from array import array
 from collections.abc import Iterator
 from typing import Any, BinaryIO, NamedTuple
 
@@ -116,6 +117,12 @@ class Decoder:
     def frames(self) -> Iterator[Frame]:
         """Like ``pages`` but yield each frame's position and size too."""
         return self._start(as_pages=False)
+
+    def page_numbers(self) -> array:
+        """The page numbers the file holds, from its page index: no page is decompressed."""
+        if self._index is None:
+            self._index = load_page_index(self._stream, self.path, self.header)
+        return self._index.pgnos
 
     def read_page(self, pgno: int) -> bytes | None:
         """Page ``pgno`` through the page index (None if the file does not hold it)."""

@@ -47,6 +47,11 @@ class PageIndex:
     def __len__(self) -> int:
         return len(self._pgnos)
 
+    @property
+    def pgnos(self) -> array:
+        """The page numbers the file holds, ascending."""
+        return self._pgnos
+
     def __iter__(self) -> Iterator[IndexEntry]:
         return map(IndexEntry, self._pgnos, self._offsets, self._sizes)
 
