@@ -42,6 +42,7 @@ the truth, so a crash anywhere neither loses nor duplicates a TXID.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from array import array
@@ -53,6 +54,7 @@ from workers.atomic import AtomicWriter
 from workers.errors import LtxpoolError
 from workers.ingest_reconcile import reconcile
 from workers.ingest_state import ReplicationState, StateStore, new_checksum_array
+from workers.janitor import sweep_temp_files
 from workers.ltx import CHECKSUM_FLAG, Encoder, Header, lock_page, page_checksum
 from workers.replica import Replica
 from workers.sqlite_source import DEFAULT_BUSY_TIMEOUT, Image, SqliteSource
@@ -155,6 +157,16 @@ class Replicator:
         self.state: ReplicationState = reconciled.state
         self.checksums = reconciled.checksums
         self.recovery = reconciled.how
+        # (monotonic time, seconds) of the last step that compared every page.
+        self.last_full_compare: tuple[float, float] | None = None
+        self._remove_own_orphans()
+
+    def _remove_own_orphans(self) -> None:
+        """Temp files a killed replicate left in level 0 go now, not at the janitor's
+        next round: under the directory lock in cleaning mode no write is in flight,
+        and level 0 has no other ltxpool writer."""
+        with DirLock(self.level_dir) as lock:
+            sweep_temp_files(self.level_dir, lock, foreign_age=math.inf)
 
     def close(self) -> None:
         try:
@@ -176,6 +188,8 @@ class Replicator:
             with self.source.capture(state.position, pin=self.pin) as image:
                 snapshot = state.txid == 0 or image.page_size != state.page_size
                 candidates = None if snapshot else _with_growth(image.candidates, state.commit, image.commit)
+                if candidates is None:
+                    stack.callback(self._note_full_compare, started)
                 if image.commit == 0 or (candidates == [] and image.commit == state.commit):
                     self.state = replace(state, position=image.position)
                     return None
@@ -247,6 +261,10 @@ class Replicator:
         for pgno in range(image.commit + 1, known + 1):
             database ^= old[pgno - 1]
         return _Diff(len(pgnos), pgnos, checksums, CHECKSUM_FLAG | database)
+
+    def _note_full_compare(self, started: float) -> None:
+        now = time.monotonic()
+        self.last_full_compare = (now, now - started)
 
     def _refuse_incomplete(self, diff: _Diff, fresh: bool, image: Image, path: str) -> None:
         """Never write a TXID that would not restore: every page 1..commit (but the lock

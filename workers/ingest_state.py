@@ -12,6 +12,9 @@ janitor and ``verify`` never see it) holds:
   to the change, not to the database.
 * ``state.json`` -- TXID, page size, commit, post-apply database checksum, the WAL
   or rollback position of the image, the database path. Replaced atomically.
+* ``problem.json`` -- while a continuous replicate cannot step (the database is
+  missing, unreadable, or a step was refused): the reason, since when, the pid.
+  Removed by the next step that succeeds; ``ltxpool status`` reports it.
 
 Order of a step: the LTX file is durable, then ``checksums`` is updated and fsynced,
 then ``state.json`` is renamed into place. A crash can therefore leave the files a
@@ -33,6 +36,7 @@ from dataclasses import asdict, dataclass
 from locks.claim import Claim
 from workers.atomic import fsync_directory, is_ltxpool_temp, write_atomic
 from workers.errors import LtxpoolError
+from workers.replica import PROBLEM_NAME, STATE_DIR
 from workers.sqlite_source import Position, RollbackPosition, WalPosition
 
 __all__ = [
@@ -44,7 +48,6 @@ __all__ = [
     "xor_all",
 ]
 
-STATE_DIR = ".ltxpool-replicate"
 STATE_NAME = "state.json"
 CHECKSUMS_NAME = "checksums"
 _FORMAT = 1
@@ -140,6 +143,19 @@ class StateStore:
     @property
     def checksums_path(self) -> str:
         return os.path.join(self.directory, CHECKSUMS_NAME)
+
+    @property
+    def problem_path(self) -> str:
+        return os.path.join(self.directory, PROBLEM_NAME)
+
+    def record_problem(self, reason: str, since: float) -> None:
+        """What keeps replicate from stepping (the database gone, unreadable), for status."""
+        document = {"reason": reason, "since": since, "pid": os.getpid()}
+        write_atomic(self.problem_path, json.dumps(document).encode())
+
+    def clear_problem(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.problem_path)
 
     def _remove_orphans(self) -> None:
         # Under the claim only our own predecessor can have left temp files here.

@@ -3,7 +3,7 @@
 ``<root>/ltx/<level>/<min_txid:016x>-<max_txid:016x>.ltx``: level 0 holds one file per
 transaction (or small batch), levels 1..3 hold compactions of the level below, level 9
 holds snapshots (min TXID 1). ``<root>/quarantine/`` holds files the janitor found
-corrupt. As in Litestream's file replica client, names that do not parse are skipped
+corrupt; ``<root>/.ltxpool-replicate/`` is replicate's state (``workers.ingest_state``). As in Litestream's file replica client, names that do not parse are skipped
 and reported, never fatal; unlike it, nothing here follows a symlink: a symlink where
 ``ltx/``, a level directory or an LTX file belongs is reported and left alone, so nothing
 outside the replica is ever read or written through it.
@@ -22,6 +22,8 @@ __all__ = [
     "COMPACTION_LEVELS",
     "SNAPSHOT_LEVEL",
     "LEVELS",
+    "STATE_DIR",
+    "PROBLEM_NAME",
     "LtxFile",
     "Listing",
     "Replica",
@@ -32,6 +34,10 @@ __all__ = [
 COMPACTION_LEVELS = (1, 2, 3)
 SNAPSHOT_LEVEL = 9
 LEVELS = (0, *COMPACTION_LEVELS, SNAPSHOT_LEVEL)
+#: Replicate's state directory inside a replica (a dotfile: no listing ever sees it).
+STATE_DIR = ".ltxpool-replicate"
+#: In it, while a continuous replicate cannot step: why, since when, its pid.
+PROBLEM_NAME = "problem.json"
 
 
 def format_name(min_txid: int, max_txid: int) -> str:
@@ -100,6 +106,10 @@ class Replica:
     @property
     def quarantine_dir(self) -> str:
         return os.path.join(self.root, "quarantine")
+
+    @property
+    def state_dir(self) -> str:
+        return os.path.join(self.root, STATE_DIR)
 
     def level_dir(self, level: int) -> str:
         return os.path.join(self.ltx_dir, str(level))

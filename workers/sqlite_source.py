@@ -99,10 +99,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import sqlite3
 import stat
 import struct
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +141,31 @@ DEFAULT_CHECKPOINT_FRAMES = 1000
 _SCAN_BYTES = 1 << 20
 _CHANGE_COUNTER = struct.Struct(">I")
 _PAGE_SIZE = struct.Struct(">H")
+# struct flock on Linux: l_type, l_whence, l_start, l_len, l_pid (native layout).
+_FLOCK = struct.Struct("hhqqi4x")
+# The wal-index lock bytes (walformat.html: "the WAL-index locks"): WRITE, CKPT.
+_WAL_WRITE_LOCK = 120
+_WAL_CKPT_LOCK = 121
+# How often a pinned, idle replicate looks for a waiting checkpointer (seconds).
+_NEIGHBOUR_POLL = 0.01
+_LOCK_RETRY_FIRST = 0.001
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _locked_by_other(fd: int, offset: int) -> bool:
+    """Whether another process holds a POSIX lock on byte ``offset`` of ``fd`` (F_GETLK:
+    our own process's locks never conflict, so our connections do not count)."""
+    query = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
+    try:
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+    except OSError:
+        return False
+    return bool(_FLOCK.unpack(answer)[0] != fcntl.F_UNLCK)
 
 
 class SourceError(LtxpoolError):
@@ -346,14 +373,16 @@ class SqliteSource:
             return
         uri = Path(self.path).absolute().as_uri() + "?mode=rw"
         try:
-            self._lock = self._connect(uri)
-            self._reader = self._connect(uri)
+            # A retries its write lock itself (``_lock_database``); B waits in SQLite.
+            self._lock = self._connect(uri, timeout=0.0)
+            self._reader = self._connect(uri, timeout=self.busy_timeout)
         except sqlite3.Error as exc:
             self.close()
             raise self._translate(exc, "open database") from exc
 
-    def _connect(self, uri: str) -> sqlite3.Connection:
-        return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False)
+    @staticmethod
+    def _connect(uri: str, timeout: float) -> sqlite3.Connection:
+        return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=timeout, check_same_thread=False)
 
     def disconnect(self) -> None:
         """Close our SQLite connections but keep the file open (and so its identity).
@@ -398,6 +427,82 @@ class SqliteSource:
     def pinned(self) -> bool:
         return self._pinned_at is not None
 
+    def checkpointer_waiting(self) -> bool:
+        """Another process holds the WAL write *and* checkpoint locks: a FULL, RESTART or
+        TRUNCATE checkpoint, which waits for every reader -- our pin included -- while
+        blocking the app's writers. (A PASSIVE checkpoint holds only the checkpoint
+        lock and never waits for readers; a writer holds only the write lock.)"""
+        try:
+            fd = self._shm.open()
+        except SourceError:
+            return False
+        if fd is None:
+            return False
+        return all(_locked_by_other(fd, offset) for offset in (_WAL_WRITE_LOCK, _WAL_CKPT_LOCK))
+
+    def wait_between_steps(self, stop: threading.Event, seconds: float) -> bool:
+        """Wait ``seconds`` (or until ``stop``), yielding the pin at once if an app's
+        checkpoint starts waiting for it. True if it yielded.
+
+        Yielding costs the next step its proof (it may compare every page); holding on
+        would make the app's writers wait for the checkpoint's whole busy timeout.
+        """
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if self._wal_outgrew_pin():
+                return False
+            if self.pinned and self.checkpointer_waiting():
+                self.disconnect()
+                return True
+            if left <= 0:
+                return False
+            stop.wait(min(left, _NEIGHBOUR_POLL) if self.pinned else left)
+        return False
+
+    def _lock_database(self, lock: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE`` on A, retried by us rather than by SQLite's busy handler.
+
+        A waiting BEGIN IMMEDIATE takes a WAL read mark for a moment on every retry, and
+        that is enough to make an app's RESTART/TRUNCATE checkpoint see a reader and
+        wait again. So while such a checkpoint waits we do not try, and we let go of our
+        pin first (the checkpoint waits for it too): it completes, then we step.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        pause = _LOCK_RETRY_FIRST
+        while True:
+            if self.checkpointer_waiting():
+                if self._pinned_at is not None:
+                    self._end_read()
+                    self._pinned_at = None
+            else:
+                try:
+                    lock.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc):
+                        raise
+            if time.monotonic() >= deadline:
+                raise DatabaseBusyError(
+                    self.path, "lock database", None, f"database is locked (waited {self.busy_timeout:g} s)"
+                )
+            time.sleep(pause)
+            pause = min(2 * pause, _NEIGHBOUR_POLL)
+
+    def _wal_outgrew_pin(self) -> bool:
+        """While pinned the app's checkpoints stop at our mark: step early once the WAL
+        has grown by ``checkpoint_frames`` frames, so that it stays near the app's size."""
+        pinned_at = self._pinned_at
+        if not isinstance(pinned_at, WalPosition) or self._shm.fd < 0:
+            return False
+        try:
+            index = parse_wal_index(os.pread(self._shm.fd, SHM_HEADER_SIZE, 0))
+        except (OSError, WalFormatError):
+            return False
+        if (index.salt1, index.salt2) != (pinned_at.salt1, pinned_at.salt2):
+            return True
+        return index.max_frame - pinned_at.frames >= self.checkpoint_frames
+
     # -- capturing -------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -427,7 +532,7 @@ class SqliteSource:
         lock, reader = self._lock, self._reader
         assert lock is not None and reader is not None
         try:
-            lock.execute("BEGIN IMMEDIATE")
+            self._lock_database(lock)
         except sqlite3.Error as exc:
             # The pin, if any, is unbroken: the next capture may still rely on it.
             raise self._translate(exc, "lock database") from exc
@@ -605,7 +710,7 @@ class SqliteSource:
     def _translate(self, exc: sqlite3.Error, step: str) -> SourceError:
         code = getattr(exc, "sqlite_errorcode", None)
         primary = None if code is None else code & 0xFF
-        if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        if _is_busy(exc):
             return DatabaseBusyError(self.path, step, None, f"database is locked (waited {self.busy_timeout:g} s)")
         if primary == sqlite3.SQLITE_NOTADB:
             return SourceError(self.path, step, None, "not a SQLite database")

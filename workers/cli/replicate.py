@@ -4,8 +4,11 @@
 nothing to write). Otherwise a step every S seconds until SIGTERM or SIGINT: the
 step in progress is finished, then the process exits 0. One progress line per file
 written: ``txid N: M pages changed, B bytes`` (`` (snapshot)`` appended for a
-snapshot). A database that stays locked past the busy timeout is retried at the
-next step; every other error is one line on stderr and exit 1.
+snapshot). A database that stays locked past the busy timeout, or is missing or
+unreadable for a while, is retried at the next step (one line on stderr, repeated
+every minute while it lasts; ``ltxpool status`` shows it); every other error is one
+line on stderr and exit 1. Between steps it is a good neighbour to the app
+(``workers.replicate_loop``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import threading
 from types import FrameType
 
 from workers.ingest import Replicator, StepResult
-from workers.sqlite_source import DatabaseBusyError
+from workers.replicate_loop import LoopEvent, replicate_continuously
 
 __all__ = ["NAME", "HELP", "add_arguments", "run", "progress_line"]
 
@@ -48,6 +51,16 @@ def progress_line(result: StepResult) -> str:
     return line + " (snapshot)" if result.snapshot else line
 
 
+def _print_event(event: LoopEvent) -> None:
+    if event.kind == "written":
+        assert event.result is not None
+        print(progress_line(event.result), flush=True)
+    elif event.kind in ("busy", "problem"):
+        print(f"ltxpool: {event.message}", file=sys.stderr, flush=True)
+    elif event.kind == "recovered":
+        print(event.message, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.once:
         with Replicator(args.database, args.replica) as replicator:
@@ -63,15 +76,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with Replicator(args.database, args.replica, pin=True) as replicator:
             print(f"replicating {replicator.database} to {args.replica}: {replicator.recovery}", flush=True)
-            while not stop.is_set():
-                try:
-                    result = replicator.step()
-                except DatabaseBusyError as exc:
-                    print(f"ltxpool: {exc}; retrying", file=sys.stderr, flush=True)
-                else:
-                    if result is not None:
-                        print(progress_line(result), flush=True)
-                stop.wait(args.interval)
+            replicate_continuously(replicator, args.interval, stop, _print_event)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
