@@ -61,8 +61,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from locks.errors import LockFileError, LockTimeout
-from locks.lockfile import LockFile
+from ltxpool.locks.errors import LockFileError, LockTimeout
+from ltxpool.locks.lockfile import LockFile
 
 __all__ = ["DirLock", "GATE_NAME", "SLOT_PREFIX", "DEFAULT_SLOTS", "DEFAULT_PATIENCE", "wait_for"]
 

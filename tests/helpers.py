@@ -12,18 +12,16 @@ from typing import Any
 
 import pytest
 
-from locks.claim import Claim
+from ltxpool.locks.claim import Claim
 
 FORK = multiprocessing.get_context("fork")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_ltxpool(*args: str, timeout: float = 120, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the command line in a real child process, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
+        [sys.executable, "-m", "ltxpool.cli", *args],
         capture_output=True, text=True, timeout=timeout, cwd=cwd,
-        env={**os.environ, "PYTHONPATH": ROOT},
     )
 
 

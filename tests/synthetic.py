@@ -11,10 +11,10 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from locks.dirlock import DirLock
-from workers.atomic import AtomicWriter
-from workers.ltx import CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM, Encoder, Header, page_checksum
-from workers.replica import Replica
+from ltxpool.locks.dirlock import DirLock
+from ltxpool.atomic import AtomicWriter
+from ltxpool.ltx import CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM, Encoder, Header, page_checksum
+from ltxpool.replica import Replica
 
 PAGE_SIZE = 1024
 

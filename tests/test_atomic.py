@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import inject, is_dir_fd, is_temp_fd
-from workers.atomic import AtomicWriter, is_ltxpool_temp, temp_name_for, write_atomic
-from workers.errors import AtomicWriteError
+from ltxpool.atomic import AtomicWriter, is_ltxpool_temp, temp_name_for, write_atomic
+from ltxpool.errors import AtomicWriteError
 
 
 STEP_FAULTS = {

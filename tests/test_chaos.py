@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-import workers.chaos_audit as chaos_audit
-from locks.dirlock import DirLock
+import ltxpool.chaos_audit as chaos_audit
+from ltxpool.locks.dirlock import DirLock
 from tests.fault_counts import record
 from tests.helpers import run_ltxpool
-from workers.atomic import temp_name_for
-from workers.chaos import ChaosConfig, ChaosReport, run_chaos
-from workers.chaos_audit import audit
-from workers.ingest import Replicator
-from workers.replica import Replica
+from ltxpool.atomic import temp_name_for
+from ltxpool.chaos import ChaosConfig, ChaosReport, run_chaos
+from ltxpool.chaos_audit import audit
+from ltxpool.ingest import Replicator
+from ltxpool.replica import Replica
 
 SHORT_SECONDS = 8.0
 LONG_SECONDS = 30.0

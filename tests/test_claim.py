@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from locks.claim import CLAIM_NAME, Claim
+from ltxpool.locks.claim import CLAIM_NAME, Claim
 from tests.helpers import hold_claim
 
 

@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import ROOT, run_ltxpool
+from tests.helpers import run_ltxpool
 from tests.synthetic import SyntheticStream
-from workers.atomic import write_atomic
-from workers.ltx import HEADER_FLAG_NO_CHECKSUM, Encoder, Header
-from workers.replica import Replica
+from ltxpool.atomic import write_atomic
+from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Encoder, Header
+from ltxpool.replica import Replica
 
 
 def test_compact_then_restore_by_hand_and_restore_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -96,8 +96,8 @@ def test_restore_of_a_chain_longer_than_the_soft_open_file_limit_succeeds(tmp_pa
     stream.run(400)
     output = tmp_path / "out.db"
     done = subprocess.run(
-        ["bash", "-c", f'ulimit -Sn 256 && exec "{sys.executable}" -m workers.cli restore "{tmp_path / "replica"}" "{output}"'],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ROOT},
+        ["bash", "-c", f'ulimit -Sn 256 && exec "{sys.executable}" -m ltxpool.cli restore "{tmp_path / "replica"}" "{output}"'],
+        capture_output=True, text=True, timeout=120,
     )
     # The synthetic pages are no SQLite database: getting as far as the integrity check
     # means all 400 files were open at once under a soft limit of 256.

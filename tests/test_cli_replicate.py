@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from tests.helpers import FORK, ROOT, run_ltxpool
+from tests.helpers import FORK, run_ltxpool
 from tests.ingest_workload import CHANGES, Database, restored_bytes
-from workers.replica import Replica
-from workers.restore import restore
+from ltxpool.replica import Replica
+from ltxpool.restore import restore
 
 PROGRESS = re.compile(r"^txid (\d+): (\d+) pages changed, (\d+) bytes( \(snapshot\))?$")
 RESUMED = re.compile(r"^replicating .*: (?:empty replica|resumed at TXID (\d+)|replayed TXID \d+-(\d+) from level 0|rebuilt the state of TXID (\d+) from the replica)$")
@@ -25,9 +25,8 @@ RESUMED = re.compile(r"^replicating .*: (?:empty replica|resumed at TXID (\d+)|r
 
 def _start(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "replicate", *args],
+        [sys.executable, "-m", "ltxpool.cli", "replicate", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": ROOT},
     )
 
 
@@ -94,8 +93,8 @@ def test_non_sqlite_file_is_one_line_error(tmp_path):
 
 def test_unreadable_database_is_one_line_error(tmp_path, monkeypatch, capsys):
     """Root reads any file, so the kernel's EACCES is injected where the database is opened."""
-    from workers import sqlite_source
-    from workers.cli import main
+    from ltxpool import sqlite_source
+    from ltxpool.cli import main
 
     db = Database(str(tmp_path / "app.db"), "delete")
     CHANGES[0][1](db)

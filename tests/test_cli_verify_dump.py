@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_ltxpool
-from workers.cli import main
-from workers.ltx import HEADER_FLAG_NO_CHECKSUM, Decoder, Encoder, Header
+from ltxpool.cli import main
+from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Decoder, Encoder, Header
 
 PAGE = 1024
 

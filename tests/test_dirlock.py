@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from locks.dirlock import GATE_NAME, SLOT_PREFIX, DirLock
-from locks.errors import LockFileError, LockTimeout
+from ltxpool.locks.dirlock import GATE_NAME, SLOT_PREFIX, DirLock
+from ltxpool.locks.errors import LockFileError, LockTimeout
 
 
 def hold_writing(directory: str, ready, release) -> None:

@@ -16,14 +16,14 @@ import pytest
 
 from tests.helpers import inject, is_dir_fd, is_temp_fd
 from tests.synthetic import SyntheticStream
-from workers.atomic import temp_name_for
-from workers.compactor import compact_level
-from workers.errors import LtxpoolError
-from workers.janitor import JanitorSettings, janitor_pass
-from workers.ltx import verify_file
-from workers.replica import Replica
-from workers.restore import restore
-from workers.retention import RetentionPolicy
+from ltxpool.atomic import temp_name_for
+from ltxpool.compactor import compact_level
+from ltxpool.errors import LtxpoolError
+from ltxpool.janitor import JanitorSettings, janitor_pass
+from ltxpool.ltx import verify_file
+from ltxpool.replica import Replica
+from ltxpool.restore import restore
+from ltxpool.retention import RetentionPolicy
 
 ERRNOS = [errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EMFILE]
 

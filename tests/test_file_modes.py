@@ -24,12 +24,12 @@ import pytest
 
 from tests.fault_counts import record
 from tests.synthetic import SyntheticStream
-from workers.atomic import AtomicWriter
-from workers.compactor import compact_level
-from workers.ingest import Replicator
-from workers.janitor import JanitorSettings, janitor_pass
-from workers.replica import Replica
-from workers.restore import restore
+from ltxpool.atomic import AtomicWriter
+from ltxpool.compactor import compact_level
+from ltxpool.ingest import Replicator
+from ltxpool.janitor import JanitorSettings, janitor_pass
+from ltxpool.replica import Replica
+from ltxpool.restore import restore
 
 CREATE_MODE = 0o644
 UMASKS = [0o000, 0o002, 0o022, 0o027, 0o077]

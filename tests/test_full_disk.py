@@ -31,17 +31,16 @@ from pathlib import Path
 import pytest
 
 from tests.fault_counts import record
-from tests.helpers import ROOT
 from tests.synthetic import SyntheticStream
-from workers.cli import main as cli_main
-from workers.compactor import CompactionSettings, compact_level, compaction_pass
-from workers.errors import LtxpoolError
-from workers.ingest import Replicator
-from workers.janitor import JanitorSettings, janitor_pass
-from workers.ltx import verify_file
-from workers.plan import coverage_gaps, plan_restore
-from workers.replica import LEVELS, SNAPSHOT_LEVEL, Replica
-from workers.restore import restore
+from ltxpool.cli import main as cli_main
+from ltxpool.compactor import CompactionSettings, compact_level, compaction_pass
+from ltxpool.errors import LtxpoolError
+from ltxpool.ingest import Replicator
+from ltxpool.janitor import JanitorSettings, janitor_pass
+from ltxpool.ltx import verify_file
+from ltxpool.plan import coverage_gaps, plan_restore
+from ltxpool.replica import LEVELS, SNAPSHOT_LEVEL, Replica
+from ltxpool.restore import restore
 
 WRITE_STEPS = {"create", "write", "fsync", "close", "rename", "fsync-dir", "write checksums"}
 
@@ -211,8 +210,8 @@ def test_replicate_and_the_pool_on_a_disk_that_fills_resume_when_space_returns(t
         replicator = Replicator(app.path, root)
         replicator.step()
         with open(log_path, "w") as log:
-            pool = subprocess.Popen([sys.executable, "-m", "workers.cli", "supervise", "--config", str(config),
-                                     str(root)], stderr=log, env={**os.environ, "PYTHONPATH": ROOT})
+            pool = subprocess.Popen([sys.executable, "-m", "ltxpool.cli", "supervise", "--config", str(config),
+                                     str(root)], stderr=log)
         try:
             for phase, seconds in (("healthy", 1.0), ("full", 1.5), ("space back", 2.5)):
                 if phase == "full":

@@ -31,8 +31,8 @@ from hypothesis import strategies as st
 
 from tests.fault_counts import record
 from tests.test_ltx_codec import assemble, block_frame, legacy_frame, raw_header, uvarint
-from workers.errors import CorruptLTXError
-from workers.ltx import HEADER_FLAG_NO_CHECKSUM, Decoder, database_checksum, is_valid_page_size, open_ltx, verify_file
+from ltxpool.errors import CorruptLTXError
+from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Decoder, database_checksum, is_valid_page_size, open_ltx, verify_file
 
 NO_CHECKSUM = HEADER_FLAG_NO_CHECKSUM
 SETTINGS = settings(

@@ -34,23 +34,23 @@ from typing import Any
 
 import pytest
 
-import workers.janitor as janitor_module
+import ltxpool.janitor as janitor_module
 from tests.fault_counts import record
-from tests.helpers import FORK, ROOT
+from tests.helpers import FORK
 from tests.synthetic import SyntheticStream
-from workers.atomic import temp_name_for, write_atomic
-from workers.cli import main as cli_main
-from workers.compactor import CompactionSettings, compact_level, compaction_pass
-from workers.errors import AtomicWriteError, CorruptLTXError, LockFileError, LtxpoolError
-from workers.ingest import Replicator
-from workers.janitor import JanitorSettings, janitor_pass
-from workers.plan import plan_restore
-from workers.pool_config import PoolConfig
-from workers.quarantine import quarantined_files
-from workers.replica import Replica
-from workers.restore import restore
-from workers.retention import RetentionPolicy
-from workers.supervisor import remove_orphans
+from ltxpool.atomic import temp_name_for, write_atomic
+from ltxpool.cli import main as cli_main
+from ltxpool.compactor import CompactionSettings, compact_level, compaction_pass
+from ltxpool.errors import AtomicWriteError, CorruptLTXError, LockFileError, LtxpoolError
+from ltxpool.ingest import Replicator
+from ltxpool.janitor import JanitorSettings, janitor_pass
+from ltxpool.plan import plan_restore
+from ltxpool.pool_config import PoolConfig
+from ltxpool.quarantine import quarantined_files
+from ltxpool.replica import Replica
+from ltxpool.restore import restore
+from ltxpool.retention import RetentionPolicy
+from ltxpool.supervisor import remove_orphans
 
 NOBODY = 65534
 NOW_SETTINGS = CompactionSettings(intervals={1: 0.0, 2: 0.0, 3: 0.0}, snapshot_interval=0.0)
@@ -343,7 +343,7 @@ def test_a_symlink_planted_at_the_writers_temp_name_fails_the_write_and_is_not_f
 ) -> None:
     directory = tmp_path / "level"
     directory.mkdir()
-    monkeypatch.setattr("workers.atomic.secrets.token_hex", lambda n: "deadbeef")
+    monkeypatch.setattr("ltxpool.atomic.secrets.token_hex", lambda n: "deadbeef")
     final = directory / "0000000000000001-0000000000000001.ltx"
     (directory / temp_name_for(final.name)).symlink_to(outside / "precious.db")
     with untouched(outside):
@@ -601,8 +601,8 @@ def test_the_pool_survives_every_hostile_replica_and_keeps_serving_the_healthy_o
     roots = [healthy.replica.root, damaged.replica.root, linked.replica.root, locked.replica.root,
              vanishing.replica.root]
     with untouched(outside):
-        pool = subprocess.Popen([sys.executable, "-m", "workers.cli", "supervise", "--config", str(config), *roots],
-                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+        pool = subprocess.Popen([sys.executable, "-m", "ltxpool.cli", "supervise", "--config", str(config), *roots],
+                                stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 1.0
             while time.monotonic() < deadline:

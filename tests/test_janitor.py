@@ -6,9 +6,9 @@ import os
 import time
 from pathlib import Path
 
-from locks.dirlock import DirLock
-from workers.atomic import AtomicWriter, is_ltxpool_temp, temp_name_for
-from workers.janitor import sweep_temp_files
+from ltxpool.locks.dirlock import DirLock
+from ltxpool.atomic import AtomicWriter, is_ltxpool_temp, temp_name_for
+from ltxpool.janitor import sweep_temp_files
 
 
 def slow_write(path: str, chunks: int, ready, release) -> None:

@@ -14,7 +14,7 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.ltx import (
+from ltxpool.ltx import (
     CHECKSUM_FLAG,
     EMPTY_DATABASE_CHECKSUM,
     combine,

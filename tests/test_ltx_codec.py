@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_ltx_checksum import reference_crc64
-from workers.errors import CorruptLTXError
-from workers.ltx import (
+from ltxpool.errors import CorruptLTXError
+from ltxpool.ltx import (
     CHECKSUM_FLAG,
     HEADER_FLAG_NO_CHECKSUM,
     Decoder,

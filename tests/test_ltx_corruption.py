@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_ltx_codec import assemble, block_frame, encode, legacy_frame, raw_header, uvarint
-from workers.errors import CorruptLTXError
-from workers.ltx import (
+from ltxpool.errors import CorruptLTXError
+from ltxpool.ltx import (
     CHECKSUM_FLAG,
     HEADER_FLAG_NO_CHECKSUM,
     Decoder,

@@ -27,7 +27,7 @@ from tests.litestream_peer import (
     litestream_restore,
     replica_ltx_files,
 )
-from workers.ltx import HEADER_FLAG_NO_CHECKSUM, PAGE_FLAG_SIZE, Encoder, Header, lock_page, open_ltx, verify_file
+from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, PAGE_FLAG_SIZE, Encoder, Header, lock_page, open_ltx, verify_file
 
 LEVELS = (0, 1, 2, 3, 9)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, run_ltxpool
-from workers.netfs import (
+from tests.helpers import run_ltxpool
+from ltxpool.netfs import (
     Mount,
     NetworkFilesystemError,
     is_network_fs,
@@ -114,9 +114,9 @@ def test_supervise_with_allow_network_fs_starts_on_that_replica(tmp_path: Path) 
     replica.mkdir(parents=True)
     table = fake_mount_table(tmp_path, replica, "nfs4")
     process = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "supervise", "--allow-network-fs", "--mount-table", str(table),
+        [sys.executable, "-m", "ltxpool.cli", "supervise", "--allow-network-fs", "--mount-table", str(table),
          str(replica)],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ROOT},
+        stderr=subprocess.PIPE, text=True,
     )
     try:
         assert process.stderr is not None

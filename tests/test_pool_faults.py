@@ -28,15 +28,15 @@ import pytest
 from tests.fault_counts import record
 from tests.synthetic import SyntheticStream
 from tests.test_replicate_faults import path_of
-from workers.atomic import temp_name_for
-from workers.child import COMPACTED, COMPACTION_FAILED, JANITOR, JANITOR_FAILED
-from workers.compactor import CompactionSettings, compaction_pass
-from workers.errors import LtxpoolError
-from workers.janitor import JanitorSettings
-from workers.pool_config import PoolConfig
-from workers.replica import Replica
-from workers.restore import restore
-from workers.roles import janitor_main, worker_main
+from ltxpool.atomic import temp_name_for
+from ltxpool.child import COMPACTED, COMPACTION_FAILED, JANITOR, JANITOR_FAILED
+from ltxpool.compactor import CompactionSettings, compaction_pass
+from ltxpool.errors import LtxpoolError
+from ltxpool.janitor import JanitorSettings
+from ltxpool.pool_config import PoolConfig
+from ltxpool.replica import Replica
+from ltxpool.restore import restore
+from ltxpool.roles import janitor_main, worker_main
 
 
 class Link:

@@ -9,12 +9,11 @@ import subprocess
 import sys
 import textwrap
 
-from tests.helpers import ROOT
 
 SCRIPT = textwrap.dedent("""
     import logging, multiprocessing, sys
-    from workers.child import ChildProcess
-    from workers.pool_logging import drain_logging, setup_logging
+    from ltxpool.child import ChildProcess
+    from ltxpool.pool_logging import drain_logging, setup_logging
 
     def raises(link):
         logging.getLogger("ltxpool.test").info("about to fail")
@@ -31,8 +30,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def run_script(log_format: str) -> list[str]:
-    done = subprocess.run([sys.executable, "-c", SCRIPT, log_format], capture_output=True, text=True, timeout=30,
-                          env={**os.environ, "PYTHONPATH": ROOT})
+    done = subprocess.run([sys.executable, "-c", SCRIPT, log_format], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     return done.stderr.splitlines()
 

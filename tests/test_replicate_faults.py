@@ -28,11 +28,11 @@ import pytest
 from tests.fault_counts import record
 from tests.helpers import fd_target
 from tests.synthetic import SyntheticStream
-from workers.compactor import compact_level
-from workers.errors import LockFileError, LtxpoolError
-from workers.ingest import Replicator
-from workers.replica import Replica
-from workers.restore import restore
+from ltxpool.compactor import compact_level
+from ltxpool.errors import LockFileError, LtxpoolError
+from ltxpool.ingest import Replicator
+from ltxpool.replica import Replica
+from ltxpool.restore import restore
 
 ERRNOS = [errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EMFILE]
 

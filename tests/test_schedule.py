@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from locks.claim import Claim
+from ltxpool.locks.claim import Claim
 from tests.synthetic import SyntheticStream
-from workers import schedule as schedule_module
-from workers.compactor import CompactionSettings, compact_level, compaction_pass
-from workers.replica import Replica
-from workers.schedule import ReplicaSchedule
+from ltxpool import schedule as schedule_module
+from ltxpool.compactor import CompactionSettings, compact_level, compaction_pass
+from ltxpool.replica import Replica
+from ltxpool.schedule import ReplicaSchedule
 
 DUE_NOW = CompactionSettings(intervals={1: 0.0, 2: 0.0, 3: 0.0}, snapshot_interval=0.0)
 SLOW = CompactionSettings(intervals={1: 0.0, 2: 3600.0, 3: 3600.0}, snapshot_interval=86400.0)

@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import run_ltxpool
 from tests.synthetic import SyntheticStream
-from workers.atomic import temp_name_for
-from workers.compactor import compact_level
-from workers.replica import Replica
+from ltxpool.atomic import temp_name_for
+from ltxpool.compactor import compact_level
+from ltxpool.replica import Replica
 
 DEAD_PID = 4_194_304 + 12_345  # above the kernel's largest pid_max: no such process
 

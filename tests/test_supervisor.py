@@ -15,13 +15,12 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from locks.claim import Claim
-from locks.dirlock import DirLock
-from tests.helpers import ROOT
+from ltxpool.locks.claim import Claim
+from ltxpool.locks.dirlock import DirLock
 from tests.synthetic import SyntheticStream
-from workers.atomic import temp_name_for
-from workers.replica import LEVELS, Replica
-from workers.restore import restore
+from ltxpool.atomic import temp_name_for
+from ltxpool.replica import LEVELS, Replica
+from ltxpool.restore import restore
 
 FAST = """
 workers = 2
@@ -48,9 +47,9 @@ class Pool:
         self.config.write_text(FAST.format(grace=grace, crash_loop_restarts=crash_loop_restarts,
                                            hang_timeout=hang_timeout))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "supervise", "--config", str(self.config),
+            [sys.executable, "-m", "ltxpool.cli", "supervise", "--config", str(self.config),
              *flags, *(replica.root for replica in replicas)],
-            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ROOT},
+            stderr=subprocess.PIPE, text=True,
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -410,8 +409,8 @@ def test_invalid_config_is_refused_with_key_and_reason_before_any_child_starts(t
     config = tmp_path / "bad.toml"
     config.write_text('[janitor]\ninterval = -5\n')
     done = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "supervise", "--config", str(config), str(replica)],
-        capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONPATH": ROOT},
+        [sys.executable, "-m", "ltxpool.cli", "supervise", "--config", str(config), str(replica)],
+        capture_output=True, text=True, timeout=30,
     )
     assert done.returncode == 1
     assert done.stderr == f"ltxpool: error: {config}: janitor.interval: must be more than 0, not -5\n"

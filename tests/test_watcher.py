@@ -12,8 +12,8 @@ from multiprocessing.connection import Connection, wait
 
 import pytest
 
-from workers.child import ChildLink, ChildProcess
-from workers.watcher import CrashLoop, RestartPolicy, Watcher
+from ltxpool.child import ChildLink, ChildProcess
+from ltxpool.watcher import CrashLoop, RestartPolicy, Watcher
 
 FORK = multiprocessing.get_context("fork")
 

@@ -31,8 +31,8 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import BinaryIO
 
-from locks.dirlock import DirLock
-from workers.errors import AtomicWriteError
+from ltxpool.locks.dirlock import DirLock
+from ltxpool.errors import AtomicWriteError
 
 __all__ = [
     "AtomicWriter",

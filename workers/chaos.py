@@ -36,9 +36,9 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from workers.chaos_audit import audit
-from workers.ingest_state import STATE_DIR
-from workers.replica import LEVELS, Replica
+from ltxpool.chaos_audit import audit
+from ltxpool.ingest_state import STATE_DIR
+from ltxpool.replica import LEVELS, Replica
 
 __all__ = ["ChaosConfig", "ChaosReport", "run_chaos"]
 
@@ -116,7 +116,7 @@ def _cli_child(argv: list[str], log_path: str) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
-    from workers.cli import main
+    from ltxpool.cli import main
 
     sys.exit(main(argv))
 

@@ -25,18 +25,18 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 
-from locks.claim import Claim
-from locks.dirlock import DirLock
-from workers.atomic import is_ltxpool_temp
-from workers.errors import LockTimeout, LtxpoolError
-from workers.ingest import Replicator
-from workers.ingest_state import STATE_DIR
-from workers.janitor import JanitorSettings, janitor_pass
-from workers.ltx import verify_file
-from workers.plan import coverage_gaps, plan_restore
-from workers.quarantine import quarantined_files
-from workers.replica import LEVELS, Replica
-from workers.restore import restore
+from ltxpool.locks.claim import Claim
+from ltxpool.locks.dirlock import DirLock
+from ltxpool.atomic import is_ltxpool_temp
+from ltxpool.errors import LockTimeout, LtxpoolError
+from ltxpool.ingest import Replicator
+from ltxpool.ingest_state import STATE_DIR
+from ltxpool.janitor import JanitorSettings, janitor_pass
+from ltxpool.ltx import verify_file
+from ltxpool.plan import coverage_gaps, plan_restore
+from ltxpool.quarantine import quarantined_files
+from ltxpool.replica import LEVELS, Replica
+from ltxpool.restore import restore
 
 __all__ = ["AuditResult", "audit"]
 

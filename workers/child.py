@@ -40,7 +40,7 @@ from multiprocessing.context import ForkContext
 from types import FrameType
 from typing import Any
 
-from workers.pool_logging import set_role
+from ltxpool.pool_logging import set_role
 
 __all__ = [
     "ChildLink",

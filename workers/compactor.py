@@ -25,13 +25,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from locks.claim import Claim
-from locks.dirlock import DirLock
-from workers.atomic import AtomicWriter
-from workers.errors import LtxpoolError
-from workers.merge import merge_files
-from workers.plan import Plan, plan_compaction, plan_restore
-from workers.replica import COMPACTION_LEVELS, SNAPSHOT_LEVEL, Listing, Replica
+from ltxpool.locks.claim import Claim
+from ltxpool.locks.dirlock import DirLock
+from ltxpool.atomic import AtomicWriter
+from ltxpool.errors import LtxpoolError
+from ltxpool.merge import merge_files
+from ltxpool.plan import Plan, plan_compaction, plan_restore
+from ltxpool.replica import COMPACTION_LEVELS, SNAPSHOT_LEVEL, Listing, Replica
 
 __all__ = ["CompactionSettings", "CompactionResult", "compact_level", "compaction_pass", "next_due", "plan_for"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
-from workers.errors import LtxpoolError
-from workers.sqlite_source import SqliteSource
+from ltxpool.errors import LtxpoolError
+from ltxpool.sqlite_source import SqliteSource
 
 __all__ = ["compare_with_source"]
 

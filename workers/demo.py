@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from workers.atomic import temp_name_for
-from workers.ingest import Replicator
-from workers.ltx import verify_file
-from workers.replica import LEVELS, Replica
-from workers.restore import restore
+from ltxpool.atomic import temp_name_for
+from ltxpool.ingest import Replicator
+from ltxpool.ltx import verify_file
+from ltxpool.replica import LEVELS, Replica
+from ltxpool.restore import restore
 
 __all__ = ["DemoReport", "run_demo"]
 
@@ -214,7 +214,7 @@ def run_demo(workdir: str, seconds: float, say: Callable[[str], None]) -> DemoRe
     say(f"workdir {workdir}: database shop.db, replica replica/, pool log pool.log")
     with open(os.path.join(workdir, "pool.log"), "w") as log:
         pool = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "supervise", "--config", config, "--metrics-port", str(port),
+            [sys.executable, "-m", "ltxpool.cli", "supervise", "--config", config, "--metrics-port", str(port),
              replica.root], stdout=log, stderr=subprocess.STDOUT,
         )
     try:

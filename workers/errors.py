@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from locks.errors import LockFileError, LockTimeout, LtxpoolError
+from ltxpool.locks.errors import LockFileError, LockTimeout, LtxpoolError
 
 __all__ = [
     "LtxpoolError",

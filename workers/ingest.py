@@ -48,14 +48,14 @@ from array import array
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
-from locks.dirlock import DirLock
-from workers.atomic import AtomicWriter
-from workers.errors import LtxpoolError
-from workers.ingest_reconcile import reconcile
-from workers.ingest_state import ReplicationState, StateStore, new_checksum_array
-from workers.ltx import CHECKSUM_FLAG, Encoder, Header, page_checksum
-from workers.replica import Replica
-from workers.sqlite_source import DEFAULT_BUSY_TIMEOUT, Image, SqliteSource
+from ltxpool.locks.dirlock import DirLock
+from ltxpool.atomic import AtomicWriter
+from ltxpool.errors import LtxpoolError
+from ltxpool.ingest_reconcile import reconcile
+from ltxpool.ingest_state import ReplicationState, StateStore, new_checksum_array
+from ltxpool.ltx import CHECKSUM_FLAG, Encoder, Header, page_checksum
+from ltxpool.replica import Replica
+from ltxpool.sqlite_source import DEFAULT_BUSY_TIMEOUT, Image, SqliteSource
 
 __all__ = ["Replicator", "StepResult", "DatabaseMismatchError"]
 

@@ -25,12 +25,12 @@ from array import array
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
-from workers.errors import CorruptLTXError, LtxpoolError
-from workers.ingest_state import ReplicationState, new_checksum_array, xor_all
-from workers.ltx import CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM, TRAILER_SIZE, Header, Trailer, lock_page, open_ltx, page_checksum
-from workers.merge import merge_frames, merged_header
-from workers.plan import plan_restore
-from workers.replica import LtxFile, Replica
+from ltxpool.errors import CorruptLTXError, LtxpoolError
+from ltxpool.ingest_state import ReplicationState, new_checksum_array, xor_all
+from ltxpool.ltx import CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM, TRAILER_SIZE, Header, Trailer, lock_page, open_ltx, page_checksum
+from ltxpool.merge import merge_frames, merged_header
+from ltxpool.plan import plan_restore
+from ltxpool.replica import LtxFile, Replica
 
 __all__ = ["Reconciled", "reconcile"]
 

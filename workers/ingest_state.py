@@ -30,10 +30,10 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from locks.claim import Claim
-from workers.atomic import fsync_directory, is_ltxpool_temp, write_atomic
-from workers.errors import LtxpoolError
-from workers.sqlite_source import Position, RollbackPosition, WalPosition
+from ltxpool.locks.claim import Claim
+from ltxpool.atomic import fsync_directory, is_ltxpool_temp, write_atomic
+from ltxpool.errors import LtxpoolError
+from ltxpool.sqlite_source import Position, RollbackPosition, WalPosition
 
 __all__ = [
     "STATE_DIR",

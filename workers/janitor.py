@@ -22,13 +22,13 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from locks.dirlock import DirLock
-from workers.atomic import is_ltxpool_temp
-from workers.errors import CorruptLTXError, LockTimeout, LtxpoolError
-from workers.ltx import verify_file
-from workers.quarantine import quarantine
-from workers.replica import LEVELS, Replica
-from workers.retention import RetentionPolicy, plan_retention
+from ltxpool.locks.dirlock import DirLock
+from ltxpool.atomic import is_ltxpool_temp
+from ltxpool.errors import CorruptLTXError, LockTimeout, LtxpoolError
+from ltxpool.ltx import verify_file
+from ltxpool.quarantine import quarantine
+from ltxpool.replica import LEVELS, Replica
+from ltxpool.retention import RetentionPolicy, plan_retention
 
 __all__ = [
     "SweepResult",

@@ -21,9 +21,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from workers.errors import CorruptLTXError
-from workers.ltx import HEADER_FLAG_NO_CHECKSUM, Decoder, Encoder, Frame, Header, Trailer, open_ltx
-from workers.ltx.encoder import Sink
+from ltxpool.errors import CorruptLTXError
+from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Decoder, Encoder, Frame, Header, Trailer, open_ltx
+from ltxpool.ltx.encoder import Sink
 
 _Item = TypeVar("_Item", bound=tuple[Any, ...])
 

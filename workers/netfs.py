@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from workers.errors import LtxpoolError
+from ltxpool.errors import LtxpoolError
 
 __all__ = [
     "MOUNTINFO",

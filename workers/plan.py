@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from workers.errors import LtxpoolError
-from workers.replica import COMPACTION_LEVELS, Listing, LtxFile
+from ltxpool.errors import LtxpoolError
+from ltxpool.replica import COMPACTION_LEVELS, Listing, LtxFile
 
 __all__ = ["MAX_COMPACTION_INPUTS", "Plan", "current_generation", "plan_compaction", "plan_restore", "level_problems", "coverage_gaps", "RestorePlanError"]
 

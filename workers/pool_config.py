@@ -53,12 +53,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.compactor import CompactionSettings
-from workers.errors import ConfigError
-from workers.janitor import JanitorSettings
-from workers.replica import COMPACTION_LEVELS
-from workers.retention import RetentionPolicy
-from workers.watcher import RestartPolicy
+from ltxpool.compactor import CompactionSettings
+from ltxpool.errors import ConfigError
+from ltxpool.janitor import JanitorSettings
+from ltxpool.replica import COMPACTION_LEVELS
+from ltxpool.retention import RetentionPolicy
+from ltxpool.watcher import RestartPolicy
 
 __all__ = [
     "PoolConfig",

@@ -15,10 +15,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from workers.child import COMPACTED, COMPACTION_FAILED, JANITOR, JANITOR_FAILED, JANITOR_ROUND, BUSY
-from workers.compactor import CompactionResult
-from workers.janitor import JanitorReport
-from workers.status import StatusCollector
+from ltxpool.child import COMPACTED, COMPACTION_FAILED, JANITOR, JANITOR_FAILED, JANITOR_ROUND, BUSY
+from ltxpool.compactor import CompactionResult
+from ltxpool.janitor import JanitorReport
+from ltxpool.status import StatusCollector
 
 __all__ = ["PoolMetrics"]
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import time
 
-from locks.dirlock import DirLock
-from workers.atomic import fsync_directory, write_atomic
-from workers.errors import LtxpoolError
-from workers.replica import LtxFile, Replica
+from ltxpool.locks.dirlock import DirLock
+from ltxpool.atomic import fsync_directory, write_atomic
+from ltxpool.errors import LtxpoolError
+from ltxpool.replica import LtxFile, Replica
 
 __all__ = ["quarantine", "quarantined_files"]
 

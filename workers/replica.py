@@ -15,8 +15,8 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from workers.errors import LtxpoolError
-from workers.ltx import parse_filename
+from ltxpool.errors import LtxpoolError
+from ltxpool.ltx import parse_filename
 
 __all__ = [
     "COMPACTION_LEVELS",

@@ -18,12 +18,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.atomic import COPY_CHUNK, AtomicWriter
-from workers.errors import CorruptLTXError, LtxpoolError
-from workers.ltx import CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM, lock_page, open_ltx, page_checksum
-from workers.merge import check_chain, merge_pages, merged_header
-from workers.plan import plan_restore
-from workers.replica import Replica
+from ltxpool.atomic import COPY_CHUNK, AtomicWriter
+from ltxpool.errors import CorruptLTXError, LtxpoolError
+from ltxpool.ltx import CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM, lock_page, open_ltx, page_checksum
+from ltxpool.merge import check_chain, merge_pages, merged_header
+from ltxpool.plan import plan_restore
+from ltxpool.replica import Replica
 
 __all__ = ["RestoreResult", "restore", "integrity_check"]
 

@@ -22,13 +22,13 @@ from __future__ import annotations
 import logging
 import time
 
-from workers.child import COMPACTED, COMPACTION_FAILED, JANITOR, JANITOR_FAILED, JANITOR_ROUND, ChildLink
-from workers.compactor import compaction_pass
-from workers.errors import LtxpoolError
-from workers.janitor import JanitorReport, janitor_pass
-from workers.pool_config import PoolConfig
-from workers.replica import Replica
-from workers.schedule import ReplicaSchedule
+from ltxpool.child import COMPACTED, COMPACTION_FAILED, JANITOR, JANITOR_FAILED, JANITOR_ROUND, ChildLink
+from ltxpool.compactor import compaction_pass
+from ltxpool.errors import LtxpoolError
+from ltxpool.janitor import JanitorReport, janitor_pass
+from ltxpool.pool_config import PoolConfig
+from ltxpool.replica import Replica
+from ltxpool.schedule import ReplicaSchedule
 
 __all__ = ["worker_main", "janitor_main"]
 

@@ -34,9 +34,9 @@ import os
 import time
 from collections.abc import Sequence
 
-from workers.compactor import CompactionSettings, next_due
-from workers.errors import LtxpoolError
-from workers.replica import Replica
+from ltxpool.compactor import CompactionSettings, next_due
+from ltxpool.errors import LtxpoolError
+from ltxpool.replica import Replica
 
 __all__ = ["ReplicaSchedule"]
 

@@ -81,9 +81,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workers.errors import LtxpoolError
-from workers.ltx import lock_page
-from workers.sqlite_wal import (
+from ltxpool.errors import LtxpoolError
+from ltxpool.ltx import lock_page
+from ltxpool.sqlite_wal import (
     FRAME_HEADER_SIZE,
     SHM_HEADER_SIZE,
     FrameHeader,

@@ -30,12 +30,12 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from workers.atomic import is_ltxpool_temp
-from workers.errors import LtxpoolError
-from workers.janitor import DEFAULT_FOREIGN_TEMP_AGE
-from workers.plan import coverage_gaps, level_problems
-from workers.quarantine import quarantined_files
-from workers.replica import LEVELS, Listing, Replica
+from ltxpool.atomic import is_ltxpool_temp
+from ltxpool.errors import LtxpoolError
+from ltxpool.janitor import DEFAULT_FOREIGN_TEMP_AGE
+from ltxpool.plan import coverage_gaps, level_problems
+from ltxpool.quarantine import quarantined_files
+from ltxpool.replica import LEVELS, Listing, Replica
 
 __all__ = [
     "LevelStatus",

@@ -25,10 +25,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from locks.dirlock import DirLock
-from workers.atomic import write_atomic
-from workers.errors import AtomicWriteError
-from workers.janitor import sweep_temp_files
+from ltxpool.locks.dirlock import DirLock
+from ltxpool.atomic import write_atomic
+from ltxpool.errors import AtomicWriteError
+from ltxpool.janitor import sweep_temp_files
 
 __all__ = ["StressConfig", "StressReport", "run_stress", "payload_for", "final_name", "percentile"]
 

@@ -51,16 +51,16 @@ from collections.abc import Callable
 from multiprocessing.connection import wait
 from types import FrameType
 
-from locks.dirlock import DirLock
-from workers.child import ChildProcess
-from workers.errors import LtxpoolError
-from workers.janitor import sweep_temp_files
-from workers.pool_config import PoolConfig
-from workers.pool_logging import set_format
-from workers.pool_metrics import PoolMetrics
-from workers.replica import LEVELS, Replica
-from workers.roles import janitor_main, worker_main
-from workers.watcher import CrashLoop, Watcher
+from ltxpool.locks.dirlock import DirLock
+from ltxpool.child import ChildProcess
+from ltxpool.errors import LtxpoolError
+from ltxpool.janitor import sweep_temp_files
+from ltxpool.pool_config import PoolConfig
+from ltxpool.pool_logging import set_format
+from ltxpool.pool_metrics import PoolMetrics
+from ltxpool.replica import LEVELS, Replica
+from ltxpool.roles import janitor_main, worker_main
+from ltxpool.watcher import CrashLoop, Watcher
 
 __all__ = ["Supervisor", "remove_orphans", "EXIT_OK", "EXIT_GAVE_UP", "EXIT_INTERRUPTED"]
 

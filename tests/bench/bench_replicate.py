@@ -1,6 +1,6 @@
 """``replicate`` against a plain file copy: first snapshot, then 1 % of pages per step.
 
-Run alone: ``python tests/bench/bench_replicate.py [--mib 256] [--small-mib 64] [--steps 9]``.
+Run alone: ``python -m tests.bench.bench_replicate [--mib 256] [--small-mib 64] [--steps 9]``.
 
 A WAL-mode database of ``--mib`` MiB (4 KiB pages; rows of text, numbers and a
 random blob, as an application writes them) is built once per size.
@@ -37,11 +37,9 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
 
-from tests.bench.rss import peak_growth_mib, reset_peak_rss  # noqa: E402
-from workers.ingest import Replicator  # noqa: E402
+from tests.bench.rss import peak_growth_mib, reset_peak_rss
+from ltxpool.ingest import Replicator
 
 PAGE_SIZE = 4096
 

@@ -9,9 +9,9 @@ import sys
 import tempfile
 import time
 
-from workers.cli.argtypes import seconds_between
-from workers.demo import run_demo
-from workers.replica import LEVELS
+from ltxpool.cli.argtypes import seconds_between
+from ltxpool.demo import run_demo
+from ltxpool.replica import LEVELS
 
 NAME = "demo"
 HELP = (

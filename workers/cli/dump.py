@@ -16,9 +16,9 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from workers.errors import LtxpoolError
-from workers.ltx import HEADER_FLAG_NO_CHECKSUM, Header, Trailer, combine, open_ltx, page_checksum
-from workers.ltx.checksum import EMPTY_DATABASE_CHECKSUM
+from ltxpool.errors import LtxpoolError
+from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Header, Trailer, combine, open_ltx, page_checksum
+from ltxpool.ltx.checksum import EMPTY_DATABASE_CHECKSUM
 
 __all__ = ["NAME", "HELP", "add_arguments", "run"]
 

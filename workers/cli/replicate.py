@@ -16,8 +16,8 @@ import sys
 import threading
 from types import FrameType
 
-from workers.ingest import Replicator, StepResult
-from workers.sqlite_source import DatabaseBusyError
+from ltxpool.ingest import Replicator, StepResult
+from ltxpool.sqlite_source import DatabaseBusyError
 
 __all__ = ["NAME", "HELP", "add_arguments", "run", "progress_line"]
 

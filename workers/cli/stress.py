@@ -14,9 +14,9 @@ import shutil
 import sys
 import tempfile
 
-from workers.chaos import ChaosConfig, ChaosReport, run_chaos
-from workers.cli.argtypes import positive_int, positive_seconds, seconds
-from workers.stress import StressConfig, run_stress
+from ltxpool.chaos import ChaosConfig, ChaosReport, run_chaos
+from ltxpool.cli.argtypes import positive_int, positive_seconds, seconds
+from ltxpool.stress import StressConfig, run_stress
 
 NAME = "stress"
 HELP = (

@@ -16,8 +16,8 @@ import os
 import sys
 from collections.abc import Iterator
 
-from workers.errors import LtxpoolError
-from workers.ltx import verify_file
+from ltxpool.errors import LtxpoolError
+from ltxpool.ltx import verify_file
 
 __all__ = ["NAME", "HELP", "add_arguments", "run", "ltx_files"]
 

@@ -23,7 +23,7 @@ entry and the file name against the header.
 
 from __future__ import annotations
 
-from workers.ltx.checksum import (
+from ltxpool.ltx.checksum import (
     CHECKSUM_FLAG,
     EMPTY_DATABASE_CHECKSUM,
     combine,
@@ -33,9 +33,9 @@ from workers.ltx.checksum import (
     page_checksum,
     update_database_checksum,
 )
-from workers.ltx.decoder import Decoder, Frame
-from workers.ltx.encoder import Encoder
-from workers.ltx.header import (
+from ltxpool.ltx.decoder import Decoder, Frame
+from ltxpool.ltx.encoder import Encoder
+from ltxpool.ltx.header import (
     HEADER_FLAG_NO_CHECKSUM,
     HEADER_SIZE,
     MAGIC,
@@ -46,9 +46,9 @@ from workers.ltx.header import (
     Trailer,
     is_valid_page_size,
 )
-from workers.ltx.index import IndexEntry
-from workers.ltx.payload import PAGE_FLAG_SIZE
-from workers.ltx.verify import open_ltx, parse_filename, verify_file
+from ltxpool.ltx.index import IndexEntry
+from ltxpool.ltx.payload import PAGE_FLAG_SIZE
+from ltxpool.ltx.verify import open_ltx, parse_filename, verify_file
 
 __all__ = [
     "CHECKSUM_FLAG",

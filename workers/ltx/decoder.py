@@ -36,13 +36,13 @@ from fastcrc.crc64 import go_iso
 from lz4.block import LZ4BlockError
 from lz4.block import decompress as _lz4_decompress
 
-from workers.errors import CorruptLTXError
-from workers.ltx.checksum import CHECKSUM_FLAG, lock_page, page_checksum
-from workers.ltx.header import HEADER_SIZE, MAGIC, TRAILER_SIZE, Header, Trailer, header_problem, trailer_problem
-from workers.ltx.index import INDEX_TAIL_SIZE
-from workers.ltx.index_check import FrameLog, explain_mismatch
-from workers.ltx.lookup import PageIndex, load_page_index, read_frame
-from workers.ltx.payload import (
+from ltxpool.errors import CorruptLTXError
+from ltxpool.ltx.checksum import CHECKSUM_FLAG, lock_page, page_checksum
+from ltxpool.ltx.header import HEADER_SIZE, MAGIC, TRAILER_SIZE, Header, Trailer, header_problem, trailer_problem
+from ltxpool.ltx.index import INDEX_TAIL_SIZE
+from ltxpool.ltx.index_check import FrameLog, explain_mismatch
+from ltxpool.ltx.lookup import PageIndex, load_page_index, read_frame
+from ltxpool.ltx.payload import (
     LEGACY_V2_FLAGS,
     PAGE_FLAG_SIZE,
     PayloadError,
@@ -52,7 +52,7 @@ from workers.ltx.payload import (
     max_block_size,
     max_legacy_frame_size,
 )
-from workers.ltx.reader import ChunkReader
+from ltxpool.ltx.reader import ChunkReader
 
 __all__ = ["Decoder", "Frame"]
 

@@ -21,10 +21,10 @@ from typing import BinaryIO
 
 from fastcrc.crc64 import go_iso
 
-from workers.errors import CorruptLTXError
-from workers.ltx.header import HEADER_SIZE
-from workers.ltx.index import VarintError, encode_entries, read_uvarint
-from workers.ltx.payload import PAGE_FLAG_SIZE
+from ltxpool.errors import CorruptLTXError
+from ltxpool.ltx.header import HEADER_SIZE
+from ltxpool.ltx.index import VarintError, encode_entries, read_uvarint
+from ltxpool.ltx.payload import PAGE_FLAG_SIZE
 
 __all__ = ["FrameLog", "explain_mismatch", "RECORD_SIZE"]
 

@@ -18,10 +18,10 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from workers.errors import CorruptLTXError, LtxpoolError
-from workers.ltx.header import HEADER_SIZE, TRAILER_SIZE, Header
-from workers.ltx.index import INDEX_TAIL_SIZE, IndexEntry, VarintError, read_uvarint
-from workers.ltx.payload import (
+from ltxpool.errors import CorruptLTXError, LtxpoolError
+from ltxpool.ltx.header import HEADER_SIZE, TRAILER_SIZE, Header
+from ltxpool.ltx.index import INDEX_TAIL_SIZE, IndexEntry, VarintError, read_uvarint
+from ltxpool.ltx.payload import (
     PAGE_FLAG_SIZE,
     PayloadError,
     decompress_block,

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from workers.errors import CorruptLTXError, LtxpoolError
+from ltxpool.errors import CorruptLTXError, LtxpoolError
 
 __all__ = ["ChunkReader", "CHUNK_SIZE"]
 

@@ -19,9 +19,9 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from workers.errors import CorruptLTXError, LtxpoolError
-from workers.ltx.decoder import Decoder
-from workers.ltx.header import Header
+from ltxpool.errors import CorruptLTXError, LtxpoolError
+from ltxpool.ltx.decoder import Decoder
+from ltxpool.ltx.header import Header
 
 __all__ = ["open_ltx", "verify_file", "parse_filename"]
 
