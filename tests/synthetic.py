@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 
 from ltxpool.locks.dirlock import DirLock
-from ltxpool.atomic import AtomicWriter
+from ltxpool.replica.atomic import AtomicWriter
 from ltxpool.ltx import CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM, Encoder, Header, page_checksum
-from ltxpool.replica import Replica
+from ltxpool.replica.layout import Replica
 
 PAGE_SIZE = 1024
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import inject, is_dir_fd, is_temp_fd
-from ltxpool.atomic import AtomicWriter, is_ltxpool_temp, temp_name_for, write_atomic
+from ltxpool.replica.atomic import AtomicWriter, is_ltxpool_temp, temp_name_for, write_atomic
 from ltxpool.errors import AtomicWriteError
 
 

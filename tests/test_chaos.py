@@ -1,6 +1,6 @@
 """Crash chaos: replicate, four workers, the janitor and the supervisor SIGKILLed at random.
 
-The run and its audit are ``workers.chaos`` / ``workers.chaos_audit`` (also behind
+The run and its audit are ``ltxpool.proving.chaos`` / ``ltxpool.proving.chaos_audit`` (also behind
 ``ltxpool stress --chaos``). Both runs are part of the default suite: a short one and
 a long one (at least 300 kills), marked ``long`` so that ``-m "not long"`` can leave
 it out of a quick local run.
@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-import ltxpool.chaos_audit as chaos_audit
+import ltxpool.proving.chaos_audit as chaos_audit
 from ltxpool.locks.dirlock import DirLock
 from tests.fault_counts import record
 from tests.helpers import run_ltxpool
-from ltxpool.atomic import temp_name_for
-from ltxpool.chaos import ChaosConfig, ChaosReport, run_chaos
-from ltxpool.chaos_audit import audit
-from ltxpool.ingest import Replicator
-from ltxpool.replica import Replica
+from ltxpool.replica.atomic import temp_name_for
+from ltxpool.proving.chaos import ChaosConfig, ChaosReport, run_chaos
+from ltxpool.proving.chaos_audit import audit
+from ltxpool.replicate.replicator import Replicator
+from ltxpool.replica.layout import Replica
 
 SHORT_SECONDS = 8.0
 LONG_SECONDS = 30.0

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from tests.helpers import run_ltxpool
 from tests.synthetic import SyntheticStream
-from ltxpool.atomic import write_atomic
+from ltxpool.replica.atomic import write_atomic
 from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Encoder, Header
-from ltxpool.replica import Replica
+from ltxpool.replica.layout import Replica
 
 
 def test_compact_then_restore_by_hand_and_restore_refuses_to_overwrite(tmp_path: Path) -> None:

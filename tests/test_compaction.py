@@ -10,14 +10,14 @@ import pytest
 
 from tests.helpers import hold_claim
 from tests.synthetic import SyntheticStream
-from ltxpool.compactor import CompactionSettings, compact_level, compaction_pass, next_due
+from ltxpool.replica.compactor import CompactionSettings, compact_level, compaction_pass, next_due
 from ltxpool.errors import CorruptLTXError
-from ltxpool.janitor import JanitorSettings, janitor_pass
+from ltxpool.replica.janitor import JanitorSettings, janitor_pass
 from ltxpool.ltx import open_ltx, verify_file
-from ltxpool.plan import RestorePlanError, plan_restore
-from ltxpool.replica import Replica
-from ltxpool.restore import restore
-from ltxpool.retention import RetentionPolicy
+from ltxpool.replica.plan import RestorePlanError, plan_restore
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.restore import restore
+from ltxpool.replica.retention import RetentionPolicy
 
 DUE_NOW = CompactionSettings(intervals={1: 0.0, 2: 0.0, 3: 0.0}, snapshot_interval=0.0)
 

@@ -16,14 +16,14 @@ import pytest
 
 from tests.helpers import inject, is_dir_fd, is_temp_fd
 from tests.synthetic import SyntheticStream
-from ltxpool.atomic import temp_name_for
-from ltxpool.compactor import compact_level
+from ltxpool.replica.atomic import temp_name_for
+from ltxpool.replica.compactor import compact_level
 from ltxpool.errors import LtxpoolError
-from ltxpool.janitor import JanitorSettings, janitor_pass
+from ltxpool.replica.janitor import JanitorSettings, janitor_pass
 from ltxpool.ltx import verify_file
-from ltxpool.replica import Replica
-from ltxpool.restore import restore
-from ltxpool.retention import RetentionPolicy
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.restore import restore
+from ltxpool.replica.retention import RetentionPolicy
 
 ERRNOS = [errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EMFILE]
 

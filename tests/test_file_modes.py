@@ -24,12 +24,12 @@ import pytest
 
 from tests.fault_counts import record
 from tests.synthetic import SyntheticStream
-from ltxpool.atomic import AtomicWriter
-from ltxpool.compactor import compact_level
-from ltxpool.ingest import Replicator
-from ltxpool.janitor import JanitorSettings, janitor_pass
-from ltxpool.replica import Replica
-from ltxpool.restore import restore
+from ltxpool.replica.atomic import AtomicWriter
+from ltxpool.replica.compactor import compact_level
+from ltxpool.replicate.replicator import Replicator
+from ltxpool.replica.janitor import JanitorSettings, janitor_pass
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.restore import restore
 
 CREATE_MODE = 0o644
 UMASKS = [0o000, 0o002, 0o022, 0o027, 0o077]

@@ -33,14 +33,14 @@ import pytest
 from tests.fault_counts import record
 from tests.synthetic import SyntheticStream
 from ltxpool.cli import main as cli_main
-from ltxpool.compactor import CompactionSettings, compact_level, compaction_pass
+from ltxpool.replica.compactor import CompactionSettings, compact_level, compaction_pass
 from ltxpool.errors import LtxpoolError
-from ltxpool.ingest import Replicator
-from ltxpool.janitor import JanitorSettings, janitor_pass
+from ltxpool.replicate.replicator import Replicator
+from ltxpool.replica.janitor import JanitorSettings, janitor_pass
 from ltxpool.ltx import verify_file
-from ltxpool.plan import coverage_gaps, plan_restore
-from ltxpool.replica import LEVELS, SNAPSHOT_LEVEL, Replica
-from ltxpool.restore import restore
+from ltxpool.replica.plan import coverage_gaps, plan_restore
+from ltxpool.replica.layout import LEVELS, SNAPSHOT_LEVEL, Replica
+from ltxpool.replica.restore import restore
 
 WRITE_STEPS = {"create", "write", "fsync", "close", "rename", "fsync-dir", "write checksums"}
 

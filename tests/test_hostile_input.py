@@ -34,23 +34,23 @@ from typing import Any
 
 import pytest
 
-import ltxpool.janitor as janitor_module
+import ltxpool.replica.janitor as janitor_module
 from tests.fault_counts import record
 from tests.helpers import FORK
 from tests.synthetic import SyntheticStream
-from ltxpool.atomic import temp_name_for, write_atomic
+from ltxpool.replica.atomic import temp_name_for, write_atomic
 from ltxpool.cli import main as cli_main
-from ltxpool.compactor import CompactionSettings, compact_level, compaction_pass
+from ltxpool.replica.compactor import CompactionSettings, compact_level, compaction_pass
 from ltxpool.errors import AtomicWriteError, CorruptLTXError, LockFileError, LtxpoolError
-from ltxpool.ingest import Replicator
-from ltxpool.janitor import JanitorSettings, janitor_pass
-from ltxpool.plan import plan_restore
-from ltxpool.pool_config import PoolConfig
-from ltxpool.quarantine import quarantined_files
-from ltxpool.replica import Replica
-from ltxpool.restore import restore
-from ltxpool.retention import RetentionPolicy
-from ltxpool.supervisor import remove_orphans
+from ltxpool.replicate.replicator import Replicator
+from ltxpool.replica.janitor import JanitorSettings, janitor_pass
+from ltxpool.replica.plan import plan_restore
+from ltxpool.pool.config import PoolConfig
+from ltxpool.replica.quarantine import quarantined_files
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.restore import restore
+from ltxpool.replica.retention import RetentionPolicy
+from ltxpool.pool.supervisor import remove_orphans
 
 NOBODY = 65534
 NOW_SETTINGS = CompactionSettings(intervals={1: 0.0, 2: 0.0, 3: 0.0}, snapshot_interval=0.0)
@@ -343,7 +343,7 @@ def test_a_symlink_planted_at_the_writers_temp_name_fails_the_write_and_is_not_f
 ) -> None:
     directory = tmp_path / "level"
     directory.mkdir()
-    monkeypatch.setattr("ltxpool.atomic.secrets.token_hex", lambda n: "deadbeef")
+    monkeypatch.setattr("ltxpool.replica.atomic.secrets.token_hex", lambda n: "deadbeef")
     final = directory / "0000000000000001-0000000000000001.ltx"
     (directory / temp_name_for(final.name)).symlink_to(outside / "precious.db")
     with untouched(outside):

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.ingest_workload import CHANGES, Database, restored_bytes
-from ltxpool.compactor import CompactionSettings, compaction_pass
-from ltxpool.ingest import DatabaseMismatchError, Replicator
-from ltxpool.ingest_state import STATE_DIR, ReplicaBusyError
+from ltxpool.replica.compactor import CompactionSettings, compaction_pass
+from ltxpool.replicate.replicator import DatabaseMismatchError, Replicator
+from ltxpool.replicate.state import STATE_DIR, ReplicaBusyError
 from ltxpool.ltx import lock_page, open_ltx, verify_file
-from ltxpool.plan import level_problems
-from ltxpool.replica import Replica
-from ltxpool.restore import restore
-from ltxpool.sqlite_source import DatabaseBusyError, RollbackPosition, SqliteSource, WalPosition
+from ltxpool.replica.plan import level_problems
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.restore import restore
+from ltxpool.replicate.sqlite_source import DatabaseBusyError, RollbackPosition, SqliteSource, WalPosition
 
 MODES = ["wal", "delete"]
 
@@ -297,7 +297,7 @@ def test_database_past_one_gib_crosses_the_lock_page(tmp_path):
     keep SQLite, CRC and LZ4 fast. The file is still past 1 GiB, as it must be.
     Auto-vacuum makes the delete shrink the file, so the second file also drops pages.
     """
-    from ltxpool.compactor import compact_level
+    from ltxpool.replica.compactor import compact_level
 
     path = str(tmp_path / "big.db")
     conn = sqlite3.connect(path, isolation_level=None)

@@ -13,12 +13,12 @@ from tests.litestream_peer import (
     litestream_restore,
     read_rows,
 )
-from ltxpool.compactor import CompactionSettings, compaction_pass
-from ltxpool.janitor import JanitorSettings, janitor_pass
-from ltxpool.plan import plan_restore
-from ltxpool.replica import SNAPSHOT_LEVEL, Replica
-from ltxpool.restore import restore
-from ltxpool.retention import RetentionPolicy
+from ltxpool.replica.compactor import CompactionSettings, compaction_pass
+from ltxpool.replica.janitor import JanitorSettings, janitor_pass
+from ltxpool.replica.plan import plan_restore
+from ltxpool.replica.layout import SNAPSHOT_LEVEL, Replica
+from ltxpool.replica.restore import restore
+from ltxpool.replica.retention import RetentionPolicy
 
 NO_WAITING = CompactionSettings(intervals={1: 0.0, 2: 0.0, 3: 0.0}, snapshot_interval=0.0)
 #: Litestream writes level 0 here; it compacts once, about a second after it starts

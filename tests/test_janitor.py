@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from ltxpool.locks.dirlock import DirLock
-from ltxpool.atomic import AtomicWriter, is_ltxpool_temp, temp_name_for
-from ltxpool.janitor import sweep_temp_files
+from ltxpool.replica.atomic import AtomicWriter, is_ltxpool_temp, temp_name_for
+from ltxpool.replica.janitor import sweep_temp_files
 
 
 def slow_write(path: str, chunks: int, ready, release) -> None:

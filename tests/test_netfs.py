@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_ltxpool
-from ltxpool.netfs import (
+from ltxpool.pool.netfs import (
     Mount,
     NetworkFilesystemError,
     is_network_fs,

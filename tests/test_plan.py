@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ltxpool.plan import RestorePlanError, coverage_gaps, level_problems, plan_compaction, plan_restore
-from ltxpool.replica import LEVELS, Listing, LtxFile, format_name
+from ltxpool.replica.plan import RestorePlanError, coverage_gaps, level_problems, plan_compaction, plan_restore
+from ltxpool.replica.layout import LEVELS, Listing, LtxFile, format_name
 
 
 def state(**levels: list[tuple[int, int]]) -> dict[int, Listing]:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ltxpool import pool_config
+from ltxpool.pool import config as pool_config
 from ltxpool.errors import ConfigError
-from ltxpool.pool_config import PoolConfig, check_replicas, load_config, parse_config, with_overrides
+from ltxpool.pool.config import PoolConfig, check_replicas, load_config, parse_config, with_overrides
 
 
 def documented_example() -> str:

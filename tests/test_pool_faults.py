@@ -1,6 +1,6 @@
 """A fault on one replica: the worker and the janitor go on serving the others and retry it.
 
-The real role loops (``workers.roles.worker_main`` and ``janitor_main``) run in a
+The real role loops (``ltxpool.pool.roles.worker_main`` and ``janitor_main``) run in a
 thread with a stand-in for the supervisor link; faults (EIO, ENOSPC, EDQUOT, EACCES,
 EROFS, EMFILE, one per replica, each at a different step) are injected only into
 that thread, so the test's own producer keeps writing level-0 files into every
@@ -28,15 +28,15 @@ import pytest
 from tests.fault_counts import record
 from tests.synthetic import SyntheticStream
 from tests.test_replicate_faults import path_of
-from ltxpool.atomic import temp_name_for
-from ltxpool.child import COMPACTED, COMPACTION_FAILED, JANITOR, JANITOR_FAILED
-from ltxpool.compactor import CompactionSettings, compaction_pass
+from ltxpool.replica.atomic import temp_name_for
+from ltxpool.pool.child import COMPACTED, COMPACTION_FAILED, JANITOR, JANITOR_FAILED
+from ltxpool.replica.compactor import CompactionSettings, compaction_pass
 from ltxpool.errors import LtxpoolError
-from ltxpool.janitor import JanitorSettings
-from ltxpool.pool_config import PoolConfig
-from ltxpool.replica import Replica
-from ltxpool.restore import restore
-from ltxpool.roles import janitor_main, worker_main
+from ltxpool.replica.janitor import JanitorSettings
+from ltxpool.pool.config import PoolConfig
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.restore import restore
+from ltxpool.pool.roles import janitor_main, worker_main
 
 
 class Link:

@@ -12,8 +12,8 @@ import textwrap
 
 SCRIPT = textwrap.dedent("""
     import logging, multiprocessing, sys
-    from ltxpool.child import ChildProcess
-    from ltxpool.pool_logging import drain_logging, setup_logging
+    from ltxpool.pool.child import ChildProcess
+    from ltxpool.pool.logging import drain_logging, setup_logging
 
     def raises(link):
         logging.getLogger("ltxpool.test").info("about to fail")

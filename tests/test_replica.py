@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ltxpool.replica import Replica, format_name, parse_name
+from ltxpool.replica.layout import Replica, format_name, parse_name
 
 
 def test_names_round_trip_and_malformed_names_do_not_parse() -> None:

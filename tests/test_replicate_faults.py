@@ -28,11 +28,11 @@ import pytest
 from tests.fault_counts import record
 from tests.helpers import fd_target
 from tests.synthetic import SyntheticStream
-from ltxpool.compactor import compact_level
+from ltxpool.replica.compactor import compact_level
 from ltxpool.errors import LockFileError, LtxpoolError
-from ltxpool.ingest import Replicator
-from ltxpool.replica import Replica
-from ltxpool.restore import restore
+from ltxpool.replicate.replicator import Replicator
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.restore import restore
 
 ERRNOS = [errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EMFILE]
 

@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.test_plan import spans, state
-from ltxpool.plan import RestorePlanError, plan_restore
-from ltxpool.replica import LEVELS, Listing, LtxFile, format_name
-from ltxpool.retention import RetentionPolicy, plan_retention
+from ltxpool.replica.plan import RestorePlanError, plan_restore
+from ltxpool.replica.layout import LEVELS, Listing, LtxFile, format_name
+from ltxpool.replica.retention import RetentionPolicy, plan_retention
 
 NOW = 1_000_000.0
 POLICY = RetentionPolicy(level_retention={0: 300, 1: 600, 2: 600, 3: 600}, snapshot_retention=3600)

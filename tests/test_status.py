@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import run_ltxpool
 from tests.synthetic import SyntheticStream
-from ltxpool.atomic import temp_name_for
-from ltxpool.compactor import compact_level
-from ltxpool.replica import Replica
+from ltxpool.replica.atomic import temp_name_for
+from ltxpool.replica.compactor import compact_level
+from ltxpool.replica.layout import Replica
 
 DEAD_PID = 4_194_304 + 12_345  # above the kernel's largest pid_max: no such process
 

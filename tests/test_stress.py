@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from tests.helpers import run_ltxpool
-from ltxpool.stress import StressConfig, final_name, payload_for, run_stress
+from ltxpool.proving.stress import StressConfig, final_name, payload_for, run_stress
 
 
 def test_race_10_writer_processes_x_100_with_cleaner_every_100us_all_succeed_and_the_unlocked_control_fails(

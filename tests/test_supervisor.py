@@ -18,9 +18,9 @@ from pathlib import Path
 from ltxpool.locks.claim import Claim
 from ltxpool.locks.dirlock import DirLock
 from tests.synthetic import SyntheticStream
-from ltxpool.atomic import temp_name_for
-from ltxpool.replica import LEVELS, Replica
-from ltxpool.restore import restore
+from ltxpool.replica.atomic import temp_name_for
+from ltxpool.replica.layout import LEVELS, Replica
+from ltxpool.replica.restore import restore
 
 FAST = """
 workers = 2

@@ -12,8 +12,8 @@ from multiprocessing.connection import Connection, wait
 
 import pytest
 
-from ltxpool.child import ChildLink, ChildProcess
-from ltxpool.watcher import CrashLoop, RestartPolicy, Watcher
+from ltxpool.pool.child import ChildLink, ChildProcess
+from ltxpool.pool.watcher import CrashLoop, RestartPolicy, Watcher
 
 FORK = multiprocessing.get_context("fork")
 

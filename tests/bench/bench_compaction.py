@@ -26,16 +26,16 @@ import tempfile
 import time
 
 
-from ltxpool.atomic import AtomicWriter
+from ltxpool.replica.atomic import AtomicWriter
 from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Encoder, Header
-from ltxpool.replica import Replica
+from ltxpool.replica.layout import Replica
 
 PAGE = 4096
 
 _CHILD = """
 import json, resource, sys, time
-from ltxpool.compactor import compact_level
-from ltxpool.replica import Replica
+from ltxpool.replica.compactor import compact_level
+from ltxpool.replica.layout import Replica
 replica = Replica({replica!r})
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()

@@ -39,7 +39,7 @@ import time
 
 
 from tests.bench.rss import peak_growth_mib, reset_peak_rss
-from ltxpool.ingest import Replicator
+from ltxpool.replicate.replicator import Replicator
 
 PAGE_SIZE = 4096
 

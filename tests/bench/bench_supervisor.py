@@ -39,7 +39,7 @@ import psutil
 
 
 from tests.synthetic import SyntheticStream
-from ltxpool.replica import Replica
+from ltxpool.replica.layout import Replica
 
 LEVEL1_INTERVAL = 30.0
 _COMPACTED = re.compile(r"^(?P<root>.+): compacted (?P<n>\d+) files into level (?P<level>\d+): "

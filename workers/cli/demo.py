@@ -10,8 +10,8 @@ import tempfile
 import time
 
 from ltxpool.cli.argtypes import seconds_between
-from ltxpool.demo import run_demo
-from ltxpool.replica import LEVELS
+from ltxpool.proving.demo import run_demo
+from ltxpool.replica.layout import LEVELS
 
 NAME = "demo"
 HELP = (

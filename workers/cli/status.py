@@ -13,9 +13,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from ltxpool.cli.argtypes import seconds
-from ltxpool.janitor import DEFAULT_FOREIGN_TEMP_AGE
-from ltxpool.replica import Replica
-from ltxpool.status import ReplicaStatus, format_table, replica_status, status_document, status_metrics
+from ltxpool.replica.janitor import DEFAULT_FOREIGN_TEMP_AGE
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.status import ReplicaStatus, format_table, replica_status, status_document, status_metrics
 
 NAME = "status"
 HELP = (

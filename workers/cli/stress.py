@@ -1,6 +1,6 @@
 """``ltxpool stress``: the Litestream #670 race test, run on the user's own disk.
 
-``--chaos`` runs the crash-chaos test instead (``workers.chaos``): replicate, four
+``--chaos`` runs the crash-chaos test instead (``ltxpool.proving.chaos``): replicate, four
 compaction workers and the janitor on a scratch replica while random processes are
 SIGKILLed for ``--seconds``, then an audit of the replica.
 """
@@ -14,9 +14,9 @@ import shutil
 import sys
 import tempfile
 
-from ltxpool.chaos import ChaosConfig, ChaosReport, run_chaos
+from ltxpool.proving.chaos import ChaosConfig, ChaosReport, run_chaos
 from ltxpool.cli.argtypes import positive_int, positive_seconds, seconds
-from ltxpool.stress import StressConfig, run_stress
+from ltxpool.proving.stress import StressConfig, run_stress
 
 NAME = "stress"
 HELP = (

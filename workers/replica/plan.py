@@ -1,7 +1,7 @@
 """What to merge: compaction inputs, the restore chain, and the gaps that stop them.
 
 Pure functions over listings (names and TXID ranges only); the merge itself is in
-``workers.merge``. Planning never skips a TXID gap silently: a plan stops at the gap
+``ltxpool.replica.merge``. Planning never skips a TXID gap silently: a plan stops at the gap
 and says so (``gap after TXID x at level n``), and an overlap is reported the same
 way, so ``status``, the logs and a failed restore all tell the operator where.
 """
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ltxpool.errors import LtxpoolError
-from ltxpool.replica import COMPACTION_LEVELS, Listing, LtxFile
+from ltxpool.replica.layout import COMPACTION_LEVELS, Listing, LtxFile
 
 __all__ = ["MAX_COMPACTION_INPUTS", "Plan", "current_generation", "plan_compaction", "plan_restore", "level_problems", "coverage_gaps", "RestorePlanError"]
 

@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ltxpool.atomic import temp_name_for
-from ltxpool.ingest import Replicator
+from ltxpool.replica.atomic import temp_name_for
+from ltxpool.replicate.replicator import Replicator
 from ltxpool.ltx import verify_file
-from ltxpool.replica import LEVELS, Replica
-from ltxpool.restore import restore
+from ltxpool.replica.layout import LEVELS, Replica
+from ltxpool.replica.restore import restore
 
 __all__ = ["DemoReport", "run_demo"]
 

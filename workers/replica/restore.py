@@ -1,6 +1,6 @@
 """Restore: rebuild the database at the latest TXID (or a given one), verified.
 
-The restore chain (``workers.plan.plan_restore``) is merged newest-page-wins and
+The restore chain (``ltxpool.replica.plan.plan_restore``) is merged newest-page-wins and
 streamed into a new database file through the atomic writer, so the output name
 only ever holds a complete, verified database. Verified means: every input's LTX
 checksums (the decoder checks them as it streams), the chain's contiguity, every page
@@ -18,12 +18,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from ltxpool.atomic import COPY_CHUNK, AtomicWriter
+from ltxpool.replica.atomic import COPY_CHUNK, AtomicWriter
 from ltxpool.errors import CorruptLTXError, LtxpoolError
 from ltxpool.ltx import CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM, lock_page, open_ltx, page_checksum
-from ltxpool.merge import check_chain, merge_pages, merged_header
-from ltxpool.plan import plan_restore
-from ltxpool.replica import Replica
+from ltxpool.replica.merge import check_chain, merge_pages, merged_header
+from ltxpool.replica.plan import plan_restore
+from ltxpool.replica.layout import Replica
 
 __all__ = ["RestoreResult", "restore", "integrity_check"]
 

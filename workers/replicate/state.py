@@ -3,7 +3,7 @@
 ``<replica>/.ltxpool-replicate/`` (a dotfile directory, so replica listings, the
 janitor and ``verify`` never see it) holds:
 
-* ``.ltxpool.claim`` -- held for the life of a replicate process (``locks.claim``):
+* ``.ltxpool.claim`` -- held for the life of a replicate process (``ltxpool.locks.claim``):
   two processes appending TXIDs to one replica would fork its history, so the
   second one is refused. The kernel drops it when the process dies.
 * ``checksums`` -- the page checksum of every page 1..commit at the replicated TXID,
@@ -16,7 +16,7 @@ janitor and ``verify`` never see it) holds:
 Order of a step: the LTX file is durable, then ``checksums`` is updated and fsynced,
 then ``state.json`` is renamed into place. A crash can therefore leave the files a
 step *behind* the replica (state.json at TXID T-1 while T is on disk), with entries
-of ``checksums`` partly at T; never ahead of it. ``workers.ingest_reconcile`` repairs
+of ``checksums`` partly at T; never ahead of it. ``ltxpool.replicate.reconcile`` repairs
 that on start, and verifies the result against the replica's own checksums.
 """
 
@@ -31,9 +31,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from ltxpool.locks.claim import Claim
-from ltxpool.atomic import fsync_directory, is_ltxpool_temp, write_atomic
+from ltxpool.replica.atomic import fsync_directory, is_ltxpool_temp, write_atomic
 from ltxpool.errors import LtxpoolError
-from ltxpool.sqlite_source import Position, RollbackPosition, WalPosition
+from ltxpool.replicate.sqlite_source import Position, RollbackPosition, WalPosition
 
 __all__ = [
     "STATE_DIR",

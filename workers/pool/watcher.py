@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from ltxpool.child import ChildProcess, describe_exit
+from ltxpool.pool.child import ChildProcess, describe_exit
 
 __all__ = ["RestartPolicy", "CrashLoop", "Slot", "Watcher"]
 

@@ -14,7 +14,7 @@ This runs the real thing and kills it for a bounded time::
 Every ``kill_interval`` a victim is drawn -- a worker, the janitor, replicate, and
 now and then the supervisor itself -- SIGKILLed, and its death confirmed. At the end
 the app stops and every process is SIGKILLed (no graceful stop cleans up after them),
-then ``workers.chaos_audit`` checks the replica: nothing partial under a final name,
+then ``ltxpool.proving.chaos_audit`` checks the replica: nothing partial under a final name,
 no orphan temp file after one janitor round, no lock held, no gap, and a restore of
 the latest TXID equal to the database.
 """
@@ -28,6 +28,7 @@ import random
 import re
 import signal
 import sqlite3
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -36,9 +37,9 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ltxpool.chaos_audit import audit
-from ltxpool.ingest_state import STATE_DIR
-from ltxpool.replica import LEVELS, Replica
+from ltxpool.proving.chaos_audit import audit
+from ltxpool.replicate.state import STATE_DIR
+from ltxpool.replica.layout import LEVELS, Replica
 
 __all__ = ["ChaosConfig", "ChaosReport", "run_chaos"]
 
@@ -106,19 +107,34 @@ class ChaosReport:
         return {**asdict(self), "total_kills": self.total_kills, "ok": self.ok}
 
 
-def _cli_child(argv: list[str], log_path: str) -> None:
-    """A forked child running ``ltxpool ARGV`` with stdout and stderr appended to ``log_path``."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as the process
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+class _Command:
+    """``ltxpool ARGV`` as a real child process (the installed command line, run with
+    ``python -m ltxpool.cli``), stdout and stderr appended to ``log_path``.
+
+    A subprocess rather than a call into ``ltxpool.cli``: the library never imports
+    the command line. It answers the few questions the harness asks of a process.
+    """
+
+    def __init__(self, argv: list[str], log_path: str) -> None:
+        with open(log_path, "ab", buffering=0) as log:
+            self._popen = subprocess.Popen(
+                [sys.executable, "-m", "ltxpool.cli", *argv], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                preexec_fn=_default_signals,
+            )
+        self.pid = self._popen.pid
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._popen.poll()
+
+
+def _default_signals() -> None:
+    """In the child before exec: the harness's signal dispositions are not the command's."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
-    from ltxpool.cli import main
-
-    sys.exit(main(argv))
 
 
 def _app(database: str, stop: Any, seed: int) -> None:
@@ -216,15 +232,11 @@ class _Harness:
 
     def _start_replicate(self) -> Any:
         argv = ["replicate", self.database, self.replica, "--interval", "0.02"]
-        process = _CTX.Process(target=_cli_child, args=(argv, self.replicate_log), name="replicate")
-        process.start()
-        return process
+        return _Command(argv, self.replicate_log)
 
     def _start_supervisor(self) -> Any:
         argv = ["supervise", "--config", self.pool_config, self.replica]
-        process = _CTX.Process(target=_cli_child, args=(argv, self.pool_log), name="supervise")
-        process.start()
-        return process
+        return _Command(argv, self.pool_log)
 
     def pool_roles(self) -> dict[int, str]:
         """pid -> role of the supervisor's children, from its log ("worker-1 started (pid P)")."""

@@ -1,4 +1,4 @@
-"""One child process of the pool, both ends of it, and no policy (that is ``workers.watcher``).
+"""One child process of the pool, both ends of it, and no policy (that is ``ltxpool.pool.watcher``).
 
 Parent end, :class:`ChildProcess`: forks the child (fork start method, explicitly)
 with a fresh one-way pipe, keeps the read end and the process sentinel for the
@@ -40,7 +40,7 @@ from multiprocessing.context import ForkContext
 from types import FrameType
 from typing import Any
 
-from ltxpool.pool_logging import set_role
+from ltxpool.pool.logging import set_role
 
 __all__ = [
     "ChildLink",

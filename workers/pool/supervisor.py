@@ -20,9 +20,9 @@ Data flow::
     lock keeps the janitor off every write in flight (Litestream #670)
 
 Layers, as in circus: this module is the arbiter (the loop, signals, stop, reload);
-``workers.watcher`` keeps N copies of one role alive (restart policy, hang kills);
-``workers.child`` is one child and nothing else. A child's whole life is one
-function in ``workers.roles``.
+``ltxpool.pool.watcher`` keeps N copies of one role alive (restart policy, hang kills);
+``ltxpool.pool.child`` is one child and nothing else. A child's whole life is one
+function in ``ltxpool.pool.roles``.
 
 A dead child is noticed at once through its sentinel, never by polling, and the
 loop sleeps until the next thing it has to do (a restart after backoff, a hang
@@ -52,15 +52,15 @@ from multiprocessing.connection import wait
 from types import FrameType
 
 from ltxpool.locks.dirlock import DirLock
-from ltxpool.child import ChildProcess
+from ltxpool.pool.child import ChildProcess
 from ltxpool.errors import LtxpoolError
-from ltxpool.janitor import sweep_temp_files
-from ltxpool.pool_config import PoolConfig
-from ltxpool.pool_logging import set_format
-from ltxpool.pool_metrics import PoolMetrics
-from ltxpool.replica import LEVELS, Replica
-from ltxpool.roles import janitor_main, worker_main
-from ltxpool.watcher import CrashLoop, Watcher
+from ltxpool.replica.janitor import sweep_temp_files
+from ltxpool.pool.config import PoolConfig
+from ltxpool.pool.logging import set_format
+from ltxpool.pool.metrics import PoolMetrics
+from ltxpool.replica.layout import LEVELS, Replica
+from ltxpool.pool.roles import janitor_main, worker_main
+from ltxpool.pool.watcher import CrashLoop, Watcher
 
 __all__ = ["Supervisor", "remove_orphans", "EXIT_OK", "EXIT_GAVE_UP", "EXIT_INTERRUPTED"]
 

@@ -34,9 +34,9 @@ import os
 import time
 from collections.abc import Sequence
 
-from ltxpool.compactor import CompactionSettings, next_due
+from ltxpool.replica.compactor import CompactionSettings, next_due
 from ltxpool.errors import LtxpoolError
-from ltxpool.replica import Replica
+from ltxpool.replica.layout import Replica
 
 __all__ = ["ReplicaSchedule"]
 

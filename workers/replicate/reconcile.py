@@ -9,8 +9,8 @@ the newest LTX file carries. Otherwise, cheapest first:
   saving the state) and the level-0 files after it are all there -- apply their
   pages' checksums. Re-applying a file is idempotent, so entries a crashed step had
   already written in place do no harm.
-* rebuild: stream the restore chain of the newest TXID (``workers.plan``,
-  ``workers.merge``, every file verified as it is decoded) and checksum its pages.
+* rebuild: stream the restore chain of the newest TXID (``ltxpool.replica.plan``,
+  ``ltxpool.replica.merge``, every file verified as it is decoded) and checksum its pages.
 
 Either way the next TXID is newest + 1, so a crash neither loses nor duplicates a
 TXID, and the next step compares the live database with exactly what a restore of
@@ -26,11 +26,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
 from ltxpool.errors import CorruptLTXError, LtxpoolError
-from ltxpool.ingest_state import ReplicationState, new_checksum_array, xor_all
+from ltxpool.replicate.state import ReplicationState, new_checksum_array, xor_all
 from ltxpool.ltx import CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM, TRAILER_SIZE, Header, Trailer, lock_page, open_ltx, page_checksum
-from ltxpool.merge import merge_frames, merged_header
-from ltxpool.plan import plan_restore
-from ltxpool.replica import LtxFile, Replica
+from ltxpool.replica.merge import merge_frames, merged_header
+from ltxpool.replica.plan import plan_restore
+from ltxpool.replica.layout import LtxFile, Replica
 
 __all__ = ["Reconciled", "reconcile"]
 

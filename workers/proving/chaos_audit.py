@@ -1,6 +1,6 @@
 """The audit after a crash: what must be true of a replica however its writers died.
 
-Run on a replica whose every writer was SIGKILLed (``workers.chaos``), in this order,
+Run on a replica whose every writer was SIGKILLed (``ltxpool.proving.chaos``), in this order,
 because each check relies on the state the one before it leaves:
 
 1. every ``*.ltx`` under a final name verifies, and the quarantine is empty (a file
@@ -27,16 +27,16 @@ from dataclasses import dataclass, field
 
 from ltxpool.locks.claim import Claim
 from ltxpool.locks.dirlock import DirLock
-from ltxpool.atomic import is_ltxpool_temp
+from ltxpool.replica.atomic import is_ltxpool_temp
 from ltxpool.errors import LockTimeout, LtxpoolError
-from ltxpool.ingest import Replicator
-from ltxpool.ingest_state import STATE_DIR
-from ltxpool.janitor import JanitorSettings, janitor_pass
+from ltxpool.replicate.replicator import Replicator
+from ltxpool.replicate.state import STATE_DIR
+from ltxpool.replica.janitor import JanitorSettings, janitor_pass
 from ltxpool.ltx import verify_file
-from ltxpool.plan import coverage_gaps, plan_restore
-from ltxpool.quarantine import quarantined_files
-from ltxpool.replica import LEVELS, Replica
-from ltxpool.restore import restore
+from ltxpool.replica.plan import coverage_gaps, plan_restore
+from ltxpool.replica.quarantine import quarantined_files
+from ltxpool.replica.layout import LEVELS, Replica
+from ltxpool.replica.restore import restore
 
 __all__ = ["AuditResult", "audit"]
 

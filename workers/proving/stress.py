@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ltxpool.locks.dirlock import DirLock
-from ltxpool.atomic import write_atomic
+from ltxpool.replica.atomic import write_atomic
 from ltxpool.errors import AtomicWriteError
-from ltxpool.janitor import sweep_temp_files
+from ltxpool.replica.janitor import sweep_temp_files
 
 __all__ = ["StressConfig", "StressReport", "run_stress", "payload_for", "final_name", "percentile"]
 

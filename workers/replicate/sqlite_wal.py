@@ -18,7 +18,7 @@ database file, then the read marks).
 
 ``mxFrame`` is what every SQLite reader trusts: frames after it are uncommitted or
 stale, whatever their checksums say. Reading it while holding the WAL write lock
-(``workers.sqlite_source``) gives exactly the frames a new reader would see, with no
+(``ltxpool.replicate.sqlite_source``) gives exactly the frames a new reader would see, with no
 need to re-run SQLite's recovery over the whole WAL.
 """
 

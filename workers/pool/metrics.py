@@ -1,6 +1,6 @@
 """The supervisor's Prometheus metrics: what the children report, plus the status gauges.
 
-Children never touch a registry: they send events over their pipe (``workers.child``)
+Children never touch a registry: they send events over their pipe (``ltxpool.pool.child``)
 and the supervisor counts them here, so one registry in one process holds every
 counter and a child's restart loses none. ``serve`` exposes this registry and a
 :class:`workers.status.StatusCollector` (per replica and level, read at scrape
@@ -15,10 +15,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from ltxpool.child import COMPACTED, COMPACTION_FAILED, JANITOR, JANITOR_FAILED, JANITOR_ROUND, BUSY
-from ltxpool.compactor import CompactionResult
-from ltxpool.janitor import JanitorReport
-from ltxpool.status import StatusCollector
+from ltxpool.pool.child import COMPACTED, COMPACTION_FAILED, JANITOR, JANITOR_FAILED, JANITOR_ROUND, BUSY
+from ltxpool.replica.compactor import CompactionResult
+from ltxpool.replica.janitor import JanitorReport
+from ltxpool.replica.status import StatusCollector
 
 __all__ = ["PoolMetrics"]
 

@@ -23,7 +23,7 @@ formatter runs in the supervisor's feeder thread. The pid is the record's own
 Known limit of the library's queue: its writers share one process-shared lock, so a
 child SIGKILLed in the microseconds it spends writing one record would leave that
 lock taken and stall later records. Events and heartbeats therefore travel over one
-pipe per child (see ``workers.child``), never over this queue, so a stalled log
+pipe per child (see ``ltxpool.pool.child``), never over this queue, so a stalled log
 stream cannot make the supervisor think a healthy worker hangs.
 """
 

@@ -9,19 +9,19 @@ Data flow of one step::
 * First step (empty replica): a snapshot, TXID 1, every page 1..commit but the
   lock page (``0000000000000001-0000000000000001.ltx``).
 * Later steps: only pages whose checksum differs from the array (8 bytes a page,
-  ``workers.ingest_state``), commit = the page count now (a shrink drops the pages
+  ``ltxpool.replicate.state``), commit = the page count now (a shrink drops the pages
   above it, a growth adds them), pre-apply = the database checksum of the last
   TXID, post-apply = rolled forward page by page. No change -> no file: ``step``
   returns None, the ordinary "nothing to do".
 * A page-size change (``PRAGMA page_size`` + ``VACUUM`` in rollback mode): an LTX
-  chain has one page size (``workers.merge`` refuses to mix them) and a pre-apply
+  chain has one page size (``ltxpool.replica.merge`` refuses to mix them) and a pre-apply
   checksum over pages of the old size means nothing to the new ones, so the chain
   starts again -- the LTX way of saying "a new generation": a snapshot with min
   TXID 1 and max TXID = last + 1 (``0000000000000001-<T>.ltx``). TXIDs keep counting,
   so every TXID still names one state of the database: a restore to T-1 uses the
   old chain, to T and later the new snapshot and what follows it.
 * Which pages to compare: the image's candidates (the pages of the WAL frames since
-  the last step, see ``workers.sqlite_source``) -- work proportional to the change;
+  the last step, see ``ltxpool.replicate.sqlite_source``) -- work proportional to the change;
   otherwise every page (a checksum scan: 1 MiB reads and a CRC-64 per page, about
   0.1-0.2 s for 256 MiB from the page cache). Pages the database grows by are
   among the candidates: SQLite writes every new page (the lock page excepted,
@@ -35,8 +35,8 @@ Measured (``tests/bench/bench_replicate.py``): peak RSS growth of a first snapsh
 4.0 MiB at 64 MiB and 5.7 MiB at 256 MiB (arrays 0.1 and 0.5 MiB); an incremental
 step of 656 pages at most 0.5 MiB above the RSS before it.
 
-Durability order (see ``workers.ingest_state``): LTX file, then the array, then the
-state; on start ``workers.ingest_reconcile`` takes the replica's newest TXID as
+Durability order (see ``ltxpool.replicate.state``): LTX file, then the array, then the
+state; on start ``ltxpool.replicate.reconcile`` takes the replica's newest TXID as
 the truth, so a crash anywhere neither loses nor duplicates a TXID.
 """
 
@@ -49,13 +49,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
 from ltxpool.locks.dirlock import DirLock
-from ltxpool.atomic import AtomicWriter
+from ltxpool.replica.atomic import AtomicWriter
 from ltxpool.errors import LtxpoolError
-from ltxpool.ingest_reconcile import reconcile
-from ltxpool.ingest_state import ReplicationState, StateStore, new_checksum_array
+from ltxpool.replicate.reconcile import reconcile
+from ltxpool.replicate.state import ReplicationState, StateStore, new_checksum_array
 from ltxpool.ltx import CHECKSUM_FLAG, Encoder, Header, page_checksum
-from ltxpool.replica import Replica
-from ltxpool.sqlite_source import DEFAULT_BUSY_TIMEOUT, Image, SqliteSource
+from ltxpool.replica.layout import Replica
+from ltxpool.replicate.sqlite_source import DEFAULT_BUSY_TIMEOUT, Image, SqliteSource
 
 __all__ = ["Replicator", "StepResult", "DatabaseMismatchError"]
 
@@ -110,7 +110,7 @@ class Replicator:
 
     ``pin`` keeps a read transaction open between steps (WAL mode) so that the
     incremental path survives the application's checkpoints; meant for a process
-    that steps repeatedly (see ``workers.sqlite_source``).
+    that steps repeatedly (see ``ltxpool.replicate.sqlite_source``).
     """
 
     def __init__(

@@ -30,12 +30,12 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ltxpool.atomic import is_ltxpool_temp
+from ltxpool.replica.atomic import is_ltxpool_temp
 from ltxpool.errors import LtxpoolError
-from ltxpool.janitor import DEFAULT_FOREIGN_TEMP_AGE
-from ltxpool.plan import coverage_gaps, level_problems
-from ltxpool.quarantine import quarantined_files
-from ltxpool.replica import LEVELS, Listing, Replica
+from ltxpool.replica.janitor import DEFAULT_FOREIGN_TEMP_AGE
+from ltxpool.replica.plan import coverage_gaps, level_problems
+from ltxpool.replica.quarantine import quarantined_files
+from ltxpool.replica.layout import LEVELS, Listing, Replica
 
 __all__ = [
     "LevelStatus",

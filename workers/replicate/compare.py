@@ -1,6 +1,6 @@
 """Page-for-page comparison of a restored database with its (possibly live) source.
 
-The source is read through ``workers.sqlite_source``: a consistent image taken under
+The source is read through ``ltxpool.replicate.sqlite_source``: a consistent image taken under
 SQLite's own locks, WAL frames included, streamed page by page (bounded memory, any
 size). The backup API is no oracle here: it bumps the copy's change counter. The lock
 page is never compared: SQLite never uses it and LTX never stores it.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from ltxpool.errors import LtxpoolError
-from ltxpool.sqlite_source import SqliteSource
+from ltxpool.replicate.sqlite_source import SqliteSource
 
 __all__ = ["compare_with_source"]
 

@@ -13,9 +13,9 @@ import os
 import time
 
 from ltxpool.locks.dirlock import DirLock
-from ltxpool.atomic import fsync_directory, write_atomic
+from ltxpool.replica.atomic import fsync_directory, write_atomic
 from ltxpool.errors import LtxpoolError
-from ltxpool.replica import LtxFile, Replica
+from ltxpool.replica.layout import LtxFile, Replica
 
 __all__ = ["quarantine", "quarantined_files"]
 

@@ -17,7 +17,7 @@ WAL mode -- the lock is held while the new frames' headers are read, not for the
 1. A ``BEGIN IMMEDIATE`` holds the WAL write lock: nothing commits, the WAL cannot
    be restarted (that needs the write lock too).
 2. Under it, the wal-index header gives ``mxFrame`` (the frames every reader
-   trusts), ``nPage`` and ``nBackfill`` (``workers.sqlite_wal``), and the headers of
+   trusts), ``nPage`` and ``nBackfill`` (``ltxpool.replicate.sqlite_wal``), and the headers of
    the frames we need give their page numbers.
 3. B begins a read transaction: its snapshot is exactly ``mxFrame``. Then
    ``nBackfill`` is read again (under the write lock it can only grow): below
@@ -83,7 +83,7 @@ from pathlib import Path
 
 from ltxpool.errors import LtxpoolError
 from ltxpool.ltx import lock_page
-from ltxpool.sqlite_wal import (
+from ltxpool.replicate.sqlite_wal import (
     FRAME_HEADER_SIZE,
     SHM_HEADER_SIZE,
     FrameHeader,

@@ -23,12 +23,12 @@ import time
 from dataclasses import dataclass, field
 
 from ltxpool.locks.dirlock import DirLock
-from ltxpool.atomic import is_ltxpool_temp
+from ltxpool.replica.atomic import is_ltxpool_temp
 from ltxpool.errors import CorruptLTXError, LockTimeout, LtxpoolError
 from ltxpool.ltx import verify_file
-from ltxpool.quarantine import quarantine
-from ltxpool.replica import LEVELS, Replica
-from ltxpool.retention import RetentionPolicy, plan_retention
+from ltxpool.replica.quarantine import quarantine
+from ltxpool.replica.layout import LEVELS, Replica
+from ltxpool.replica.retention import RetentionPolicy, plan_retention
 
 __all__ = [
     "SweepResult",

@@ -1,7 +1,7 @@
 """The whole life of each kind of child: one module-level function per role.
 
 ``worker_main``: a compaction worker. It keeps its own schedule of every replica
-(``workers.schedule``), sleeps until the first is due, runs ``compaction_pass`` on
+(``ltxpool.pool.schedule``), sleeps until the first is due, runs ``compaction_pass`` on
 it and plans the next. There is no central queue: N workers look at the same
 replicas, starting at different offsets, and the per-level claims keep two of them
 off one level (a claimed level is skipped, not waited for).
@@ -22,13 +22,13 @@ from __future__ import annotations
 import logging
 import time
 
-from ltxpool.child import COMPACTED, COMPACTION_FAILED, JANITOR, JANITOR_FAILED, JANITOR_ROUND, ChildLink
-from ltxpool.compactor import compaction_pass
+from ltxpool.pool.child import COMPACTED, COMPACTION_FAILED, JANITOR, JANITOR_FAILED, JANITOR_ROUND, ChildLink
+from ltxpool.replica.compactor import compaction_pass
 from ltxpool.errors import LtxpoolError
-from ltxpool.janitor import JanitorReport, janitor_pass
-from ltxpool.pool_config import PoolConfig
-from ltxpool.replica import Replica
-from ltxpool.schedule import ReplicaSchedule
+from ltxpool.replica.janitor import JanitorReport, janitor_pass
+from ltxpool.pool.config import PoolConfig
+from ltxpool.replica.layout import Replica
+from ltxpool.pool.schedule import ReplicaSchedule
 
 __all__ = ["worker_main", "janitor_main"]
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ltxpool.plan import RestorePlanError, plan_restore
-from ltxpool.replica import COMPACTION_LEVELS, SNAPSHOT_LEVEL, Listing, LtxFile
+from ltxpool.replica.plan import RestorePlanError, plan_restore
+from ltxpool.replica.layout import COMPACTION_LEVELS, SNAPSHOT_LEVEL, Listing, LtxFile
 
 __all__ = ["RetentionPolicy", "plan_retention", "covered"]
 
