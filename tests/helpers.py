@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
 from ltxpool.locks.claim import Claim
 
 FORK = multiprocessing.get_context("fork")

@@ -12,8 +12,14 @@ import time
 from dataclasses import dataclass, field
 
 from ltxpool.locks.dirlock import DirLock
+from ltxpool.ltx import (
+    CHECKSUM_FLAG,
+    HEADER_FLAG_NO_CHECKSUM,
+    Encoder,
+    Header,
+    page_checksum,
+)
 from ltxpool.replica.atomic import AtomicWriter
-from ltxpool.ltx import CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM, Encoder, Header, page_checksum
 from ltxpool.replica.layout import Replica
 
 PAGE_SIZE = 1024

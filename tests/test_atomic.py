@@ -11,11 +11,15 @@ import stat
 from pathlib import Path
 
 import pytest
+from ltxpool.replica.atomic import (
+    AtomicWriter,
+    is_ltxpool_temp,
+    temp_name_for,
+    write_atomic,
+)
+from ltxpool.replica.errors import AtomicWriteError
 
 from tests.helpers import inject, is_dir_fd, is_temp_fd
-from ltxpool.replica.atomic import AtomicWriter, is_ltxpool_temp, temp_name_for, write_atomic
-from ltxpool.errors import AtomicWriteError
-
 
 STEP_FAULTS = {
     "create": ("open", errno.EACCES, lambda path: str(path).endswith(".tmp"), False),

@@ -17,17 +17,17 @@ import os
 import sqlite3
 from pathlib import Path
 
-import pytest
-
 import ltxpool.proving.chaos_audit as chaos_audit
+import pytest
 from ltxpool.locks.dirlock import DirLock
-from tests.fault_counts import record
-from tests.helpers import run_ltxpool
-from ltxpool.replica.atomic import temp_name_for
 from ltxpool.proving.chaos import ChaosConfig, ChaosReport, run_chaos
 from ltxpool.proving.chaos_audit import audit
-from ltxpool.replicate.replicator import Replicator
+from ltxpool.replica.atomic import temp_name_for
 from ltxpool.replica.layout import Replica
+from ltxpool.replicate.replicator import Replicator
+
+from tests.fault_counts import record
+from tests.helpers import run_ltxpool
 
 SHORT_SECONDS = 8.0
 LONG_SECONDS = 30.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ltxpool.locks.claim import CLAIM_NAME, Claim
+
 from tests.helpers import hold_claim
 
 

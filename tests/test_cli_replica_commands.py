@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import io
-import os
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Encoder, Header
+from ltxpool.replica.atomic import write_atomic
+from ltxpool.replica.layout import Replica
+
 from tests.helpers import run_ltxpool
 from tests.synthetic import SyntheticStream
-from ltxpool.replica.atomic import write_atomic
-from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Encoder, Header
-from ltxpool.replica.layout import Replica
 
 
 def test_compact_then_restore_by_hand_and_restore_refuses_to_overwrite(tmp_path: Path) -> None:

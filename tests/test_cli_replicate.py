@@ -13,11 +13,11 @@ import sys
 import time
 
 import pytest
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.restore import restore
 
 from tests.helpers import FORK, run_ltxpool
 from tests.ingest_workload import CHANGES, Database, restored_bytes
-from ltxpool.replica.layout import Replica
-from ltxpool.replica.restore import restore
 
 PROGRESS = re.compile(r"^txid (\d+): (\d+) pages changed, (\d+) bytes( \(snapshot\))?$")
 RESUMED = re.compile(r"^replicating .*: (?:empty replica|resumed at TXID (\d+)|replayed TXID \d+-(\d+) from level 0|rebuilt the state of TXID (\d+) from the replica)$")
@@ -93,8 +93,8 @@ def test_non_sqlite_file_is_one_line_error(tmp_path):
 
 def test_unreadable_database_is_one_line_error(tmp_path, monkeypatch, capsys):
     """Root reads any file, so the kernel's EACCES is injected where the database is opened."""
-    from ltxpool.replicate import sqlite_source
     from ltxpool.cli import main
+    from ltxpool.replicate import sqlite_source
 
     db = Database(str(tmp_path / "app.db"), "delete")
     CHANGES[0][1](db)

@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 
 import pytest
-
-from tests.helpers import run_ltxpool
 from ltxpool.cli import main
 from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Decoder, Encoder, Header
+
+from tests.helpers import run_ltxpool
 
 PAGE = 1024
 

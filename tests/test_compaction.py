@@ -7,17 +7,23 @@ import time
 from pathlib import Path
 
 import pytest
+from ltxpool.ltx import open_ltx, verify_file
+from ltxpool.ltx.errors import CorruptLTXError
+from ltxpool.replica.compactor import (
+    CompactionSettings,
+    compact_level,
+    compaction_pass,
+    next_due,
+)
+from ltxpool.replica.errors import RestorePlanError
+from ltxpool.replica.janitor import JanitorSettings, janitor_pass
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.plan import plan_restore
+from ltxpool.replica.restore import restore
+from ltxpool.replica.retention import RetentionPolicy
 
 from tests.helpers import hold_claim
 from tests.synthetic import SyntheticStream
-from ltxpool.replica.compactor import CompactionSettings, compact_level, compaction_pass, next_due
-from ltxpool.errors import CorruptLTXError
-from ltxpool.replica.janitor import JanitorSettings, janitor_pass
-from ltxpool.ltx import open_ltx, verify_file
-from ltxpool.replica.plan import RestorePlanError, plan_restore
-from ltxpool.replica.layout import Replica
-from ltxpool.replica.restore import restore
-from ltxpool.replica.retention import RetentionPolicy
 
 DUE_NOW = CompactionSettings(intervals={1: 0.0, 2: 0.0, 3: 0.0}, snapshot_interval=0.0)
 

@@ -8,15 +8,16 @@ import signal
 import time
 from pathlib import Path
 
-from tests.helpers import FORK
-from tests.synthetic import SyntheticStream
+from ltxpool.ltx import verify_file
 from ltxpool.replica.compactor import CompactionSettings, compaction_pass
 from ltxpool.replica.janitor import JanitorSettings, janitor_pass
-from ltxpool.ltx import verify_file
-from ltxpool.replica.plan import coverage_gaps, level_problems, plan_restore
 from ltxpool.replica.layout import SNAPSHOT_LEVEL, Replica
+from ltxpool.replica.plan import coverage_gaps, level_problems, plan_restore
 from ltxpool.replica.restore import restore
 from ltxpool.replica.retention import RetentionPolicy
+
+from tests.helpers import FORK
+from tests.synthetic import SyntheticStream
 
 FAST = CompactionSettings(intervals={1: 0.02, 2: 0.1, 3: 0.3}, snapshot_interval=0.5)
 QUICK_RETENTION = JanitorSettings(

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from ltxpool.locks.dirlock import GATE_NAME, SLOT_PREFIX, DirLock
 from ltxpool.locks.errors import LockFileError, LockTimeout
 

@@ -13,17 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.helpers import inject, is_dir_fd, is_temp_fd
-from tests.synthetic import SyntheticStream
+from ltxpool.errors import LtxpoolError
+from ltxpool.ltx import verify_file
 from ltxpool.replica.atomic import temp_name_for
 from ltxpool.replica.compactor import compact_level
-from ltxpool.errors import LtxpoolError
 from ltxpool.replica.janitor import JanitorSettings, janitor_pass
-from ltxpool.ltx import verify_file
 from ltxpool.replica.layout import Replica
 from ltxpool.replica.restore import restore
 from ltxpool.replica.retention import RetentionPolicy
+
+from tests.helpers import inject, is_dir_fd, is_temp_fd
+from tests.synthetic import SyntheticStream
 
 ERRNOS = [errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EMFILE]
 

@@ -21,15 +21,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
-from tests.fault_counts import record
-from tests.synthetic import SyntheticStream
 from ltxpool.replica.atomic import AtomicWriter
 from ltxpool.replica.compactor import compact_level
-from ltxpool.replicate.replicator import Replicator
 from ltxpool.replica.janitor import JanitorSettings, janitor_pass
 from ltxpool.replica.layout import Replica
 from ltxpool.replica.restore import restore
+from ltxpool.replicate.replicator import Replicator
+
+from tests.fault_counts import record
+from tests.synthetic import SyntheticStream
 
 CREATE_MODE = 0o644
 UMASKS = [0o000, 0o002, 0o022, 0o027, 0o077]

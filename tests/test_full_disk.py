@@ -29,18 +29,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from ltxpool.cli import main as cli_main
+from ltxpool.errors import LtxpoolError
+from ltxpool.ltx import verify_file
+from ltxpool.replica.compactor import CompactionSettings, compact_level, compaction_pass
+from ltxpool.replica.janitor import JanitorSettings, janitor_pass
+from ltxpool.replica.layout import LEVELS, SNAPSHOT_LEVEL, Replica
+from ltxpool.replica.plan import coverage_gaps, plan_restore
+from ltxpool.replica.restore import restore
+from ltxpool.replicate.replicator import Replicator
 
 from tests.fault_counts import record
 from tests.synthetic import SyntheticStream
-from ltxpool.cli import main as cli_main
-from ltxpool.replica.compactor import CompactionSettings, compact_level, compaction_pass
-from ltxpool.errors import LtxpoolError
-from ltxpool.replicate.replicator import Replicator
-from ltxpool.replica.janitor import JanitorSettings, janitor_pass
-from ltxpool.ltx import verify_file
-from ltxpool.replica.plan import coverage_gaps, plan_restore
-from ltxpool.replica.layout import LEVELS, SNAPSHOT_LEVEL, Replica
-from ltxpool.replica.restore import restore
 
 WRITE_STEPS = {"create", "write", "fsync", "close", "rename", "fsync-dir", "write checksums"}
 

@@ -28,11 +28,24 @@ from pathlib import Path
 import lz4.block
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ltxpool.ltx import (
+    HEADER_FLAG_NO_CHECKSUM,
+    Decoder,
+    database_checksum,
+    is_valid_page_size,
+    open_ltx,
+    verify_file,
+)
+from ltxpool.ltx.errors import CorruptLTXError
 
 from tests.fault_counts import record
-from tests.test_ltx_codec import assemble, block_frame, legacy_frame, raw_header, uvarint
-from ltxpool.errors import CorruptLTXError
-from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Decoder, database_checksum, is_valid_page_size, open_ltx, verify_file
+from tests.test_ltx_codec import (
+    assemble,
+    block_frame,
+    legacy_frame,
+    raw_header,
+    uvarint,
+)
 
 NO_CHECKSUM = HEADER_FLAG_NO_CHECKSUM
 SETTINGS = settings(

@@ -32,25 +32,28 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import ltxpool.replica.janitor as janitor_module
+import pytest
+from ltxpool.cli import main as cli_main
+from ltxpool.errors import LtxpoolError
+from ltxpool.locks.errors import LockFileError
+from ltxpool.ltx.errors import CorruptLTXError
+from ltxpool.pool.config import PoolConfig
+from ltxpool.pool.supervisor import remove_orphans
+from ltxpool.replica.atomic import temp_name_for, write_atomic
+from ltxpool.replica.compactor import CompactionSettings, compact_level, compaction_pass
+from ltxpool.replica.errors import AtomicWriteError
+from ltxpool.replica.janitor import JanitorSettings, janitor_pass
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.plan import plan_restore
+from ltxpool.replica.quarantine import quarantined_files
+from ltxpool.replica.restore import restore
+from ltxpool.replica.retention import RetentionPolicy
+from ltxpool.replicate.replicator import Replicator
+
 from tests.fault_counts import record
 from tests.helpers import FORK
 from tests.synthetic import SyntheticStream
-from ltxpool.replica.atomic import temp_name_for, write_atomic
-from ltxpool.cli import main as cli_main
-from ltxpool.replica.compactor import CompactionSettings, compact_level, compaction_pass
-from ltxpool.errors import AtomicWriteError, CorruptLTXError, LockFileError, LtxpoolError
-from ltxpool.replicate.replicator import Replicator
-from ltxpool.replica.janitor import JanitorSettings, janitor_pass
-from ltxpool.replica.plan import plan_restore
-from ltxpool.pool.config import PoolConfig
-from ltxpool.replica.quarantine import quarantined_files
-from ltxpool.replica.layout import Replica
-from ltxpool.replica.restore import restore
-from ltxpool.replica.retention import RetentionPolicy
-from ltxpool.pool.supervisor import remove_orphans
 
 NOBODY = 65534
 NOW_SETTINGS = CompactionSettings(intervals={1: 0.0, 2: 0.0, 3: 0.0}, snapshot_interval=0.0)

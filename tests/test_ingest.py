@@ -9,16 +9,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from ltxpool.ltx import lock_page, open_ltx, verify_file
+from ltxpool.replica.compactor import CompactionSettings, compaction_pass
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.plan import level_problems
+from ltxpool.replica.restore import restore
+from ltxpool.replicate.errors import (
+    DatabaseBusyError,
+    DatabaseMismatchError,
+    ReplicaBusyError,
+)
+from ltxpool.replicate.replicator import Replicator
+from ltxpool.replicate.sqlite_source import RollbackPosition, SqliteSource, WalPosition
+from ltxpool.replicate.state import STATE_DIR
 
 from tests.ingest_workload import CHANGES, Database, restored_bytes
-from ltxpool.replica.compactor import CompactionSettings, compaction_pass
-from ltxpool.replicate.replicator import DatabaseMismatchError, Replicator
-from ltxpool.replicate.state import STATE_DIR, ReplicaBusyError
-from ltxpool.ltx import lock_page, open_ltx, verify_file
-from ltxpool.replica.plan import level_problems
-from ltxpool.replica.layout import Replica
-from ltxpool.replica.restore import restore
-from ltxpool.replicate.sqlite_source import DatabaseBusyError, RollbackPosition, SqliteSource, WalPosition
 
 MODES = ["wal", "delete"]
 

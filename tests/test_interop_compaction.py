@@ -5,6 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ltxpool.replica.compactor import CompactionSettings, compaction_pass
+from ltxpool.replica.janitor import JanitorSettings, janitor_pass
+from ltxpool.replica.layout import SNAPSHOT_LEVEL, Replica
+from ltxpool.replica.plan import plan_restore
+from ltxpool.replica.restore import restore
+from ltxpool.replica.retention import RetentionPolicy
+
 from tests.litestream_peer import (
     LitestreamReplicator,
     SQLiteWriter,
@@ -13,12 +20,6 @@ from tests.litestream_peer import (
     litestream_restore,
     read_rows,
 )
-from ltxpool.replica.compactor import CompactionSettings, compaction_pass
-from ltxpool.replica.janitor import JanitorSettings, janitor_pass
-from ltxpool.replica.plan import plan_restore
-from ltxpool.replica.layout import SNAPSHOT_LEVEL, Replica
-from ltxpool.replica.restore import restore
-from ltxpool.replica.retention import RetentionPolicy
 
 NO_WAITING = CompactionSettings(intervals={1: 0.0, 2: 0.0, 3: 0.0}, snapshot_interval=0.0)
 #: Litestream writes level 0 here; it compacts once, about a second after it starts

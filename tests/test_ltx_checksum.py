@@ -13,7 +13,6 @@ import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from ltxpool.ltx import (
     CHECKSUM_FLAG,
     EMPTY_DATABASE_CHECKSUM,

@@ -20,9 +20,6 @@ import lz4.frame
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from tests.test_ltx_checksum import reference_crc64
-from ltxpool.errors import CorruptLTXError
 from ltxpool.ltx import (
     CHECKSUM_FLAG,
     HEADER_FLAG_NO_CHECKSUM,
@@ -36,6 +33,9 @@ from ltxpool.ltx import (
     open_ltx,
     verify_file,
 )
+from ltxpool.ltx.errors import CorruptLTXError
+
+from tests.test_ltx_checksum import reference_crc64
 
 END_MARKER = bytes(6)
 

@@ -18,9 +18,6 @@ import lz4.block
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from tests.test_ltx_codec import assemble, block_frame, encode, legacy_frame, raw_header, uvarint
-from ltxpool.errors import CorruptLTXError
 from ltxpool.ltx import (
     CHECKSUM_FLAG,
     HEADER_FLAG_NO_CHECKSUM,
@@ -30,6 +27,16 @@ from ltxpool.ltx import (
     lock_page,
     open_ltx,
     verify_file,
+)
+from ltxpool.ltx.errors import CorruptLTXError
+
+from tests.test_ltx_codec import (
+    assemble,
+    block_frame,
+    encode,
+    legacy_frame,
+    raw_header,
+    uvarint,
 )
 
 NO_CHECKSUM = HEADER_FLAG_NO_CHECKSUM

@@ -18,6 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ltxpool.ltx import (
+    HEADER_FLAG_NO_CHECKSUM,
+    PAGE_FLAG_SIZE,
+    Encoder,
+    Header,
+    lock_page,
+    open_ltx,
+    verify_file,
+)
 
 from tests.litestream_peer import (
     LitestreamReplicator,
@@ -27,7 +36,6 @@ from tests.litestream_peer import (
     litestream_restore,
     replica_ltx_files,
 )
-from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, PAGE_FLAG_SIZE, Encoder, Header, lock_page, open_ltx, verify_file
 
 LEVELS = (0, 1, 2, 3, 9)
 

@@ -9,17 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.helpers import run_ltxpool
+from ltxpool.pool.errors import NetworkFilesystemError
 from ltxpool.pool.netfs import (
     Mount,
-    NetworkFilesystemError,
     is_network_fs,
     mount_of,
     parse_mount_table,
     read_mount_table,
     refuse_network_fs,
 )
+
+from tests.helpers import run_ltxpool
 
 MOUNTINFO = """\
 22 27 0:21 / /proc rw,relatime - proc proc rw

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import pytest
-
-from ltxpool.replica.plan import RestorePlanError, coverage_gaps, level_problems, plan_compaction, plan_restore
+from ltxpool.replica.errors import RestorePlanError
 from ltxpool.replica.layout import LEVELS, Listing, LtxFile, format_name
+from ltxpool.replica.plan import (
+    coverage_gaps,
+    level_problems,
+    plan_compaction,
+    plan_restore,
+)
 
 
 def state(**levels: list[tuple[int, int]]) -> dict[int, Listing]:

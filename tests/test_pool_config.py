@@ -6,10 +6,15 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from ltxpool.pool import config as pool_config
-from ltxpool.errors import ConfigError
-from ltxpool.pool.config import PoolConfig, check_replicas, load_config, parse_config, with_overrides
+from ltxpool.pool.config import (
+    PoolConfig,
+    check_replicas,
+    load_config,
+    parse_config,
+    with_overrides,
+)
+from ltxpool.pool.errors import ConfigError
 
 
 def documented_example() -> str:

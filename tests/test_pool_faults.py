@@ -24,19 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ltxpool.errors import LtxpoolError
+from ltxpool.pool.child import COMPACTED, COMPACTION_FAILED, JANITOR, JANITOR_FAILED
+from ltxpool.pool.config import PoolConfig
+from ltxpool.pool.roles import janitor_main, worker_main
+from ltxpool.replica.atomic import temp_name_for
+from ltxpool.replica.compactor import CompactionSettings, compaction_pass
+from ltxpool.replica.janitor import JanitorSettings
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.restore import restore
 
 from tests.fault_counts import record
 from tests.synthetic import SyntheticStream
 from tests.test_replicate_faults import path_of
-from ltxpool.replica.atomic import temp_name_for
-from ltxpool.pool.child import COMPACTED, COMPACTION_FAILED, JANITOR, JANITOR_FAILED
-from ltxpool.replica.compactor import CompactionSettings, compaction_pass
-from ltxpool.errors import LtxpoolError
-from ltxpool.replica.janitor import JanitorSettings
-from ltxpool.pool.config import PoolConfig
-from ltxpool.replica.layout import Replica
-from ltxpool.replica.restore import restore
-from ltxpool.pool.roles import janitor_main, worker_main
 
 
 class Link:

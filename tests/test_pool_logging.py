@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 import textwrap
-
 
 SCRIPT = textwrap.dedent("""
     import logging, multiprocessing, sys

@@ -24,15 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ltxpool.errors import LtxpoolError
+from ltxpool.locks.errors import LockFileError
+from ltxpool.replica.compactor import compact_level
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.restore import restore
+from ltxpool.replicate.replicator import Replicator
 
 from tests.fault_counts import record
 from tests.helpers import fd_target
 from tests.synthetic import SyntheticStream
-from ltxpool.replica.compactor import compact_level
-from ltxpool.errors import LockFileError, LtxpoolError
-from ltxpool.replicate.replicator import Replicator
-from ltxpool.replica.layout import Replica
-from ltxpool.replica.restore import restore
 
 ERRNOS = [errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EMFILE]
 

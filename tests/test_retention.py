@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ltxpool.replica.errors import RestorePlanError
+from ltxpool.replica.layout import LEVELS, Listing, LtxFile, format_name
+from ltxpool.replica.plan import plan_restore
+from ltxpool.replica.retention import RetentionPolicy, plan_retention
 
 from tests.test_plan import spans, state
-from ltxpool.replica.plan import RestorePlanError, plan_restore
-from ltxpool.replica.layout import LEVELS, Listing, LtxFile, format_name
-from ltxpool.replica.retention import RetentionPolicy, plan_retention
 
 NOW = 1_000_000.0
 POLICY = RetentionPolicy(level_retention={0: 300, 1: 600, 2: 600, 3: 600}, snapshot_retention=3600)

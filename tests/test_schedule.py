@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from ltxpool.locks.claim import Claim
-from tests.synthetic import SyntheticStream
 from ltxpool.pool import schedule as schedule_module
+from ltxpool.pool.schedule import ReplicaSchedule
 from ltxpool.replica.compactor import CompactionSettings, compact_level, compaction_pass
 from ltxpool.replica.layout import Replica
-from ltxpool.pool.schedule import ReplicaSchedule
+
+from tests.synthetic import SyntheticStream
 
 DUE_NOW = CompactionSettings(intervals={1: 0.0, 2: 0.0, 3: 0.0}, snapshot_interval=0.0)
 SLOW = CompactionSettings(intervals={1: 0.0, 2: 3600.0, 3: 3600.0}, snapshot_interval=86400.0)

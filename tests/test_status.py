@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+from ltxpool.replica.atomic import temp_name_for
+from ltxpool.replica.compactor import compact_level
+from ltxpool.replica.layout import Replica
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import run_ltxpool
 from tests.synthetic import SyntheticStream
-from ltxpool.replica.atomic import temp_name_for
-from ltxpool.replica.compactor import compact_level
-from ltxpool.replica.layout import Replica
 
 DEAD_PID = 4_194_304 + 12_345  # above the kernel's largest pid_max: no such process
 

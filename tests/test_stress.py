@@ -6,8 +6,9 @@ import json
 import os
 from pathlib import Path
 
-from tests.helpers import run_ltxpool
 from ltxpool.proving.stress import StressConfig, final_name, payload_for, run_stress
+
+from tests.helpers import run_ltxpool
 
 
 def test_race_10_writer_processes_x_100_with_cleaner_every_100us_all_succeed_and_the_unlocked_control_fails(

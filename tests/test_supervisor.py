@@ -17,10 +17,11 @@ from pathlib import Path
 
 from ltxpool.locks.claim import Claim
 from ltxpool.locks.dirlock import DirLock
-from tests.synthetic import SyntheticStream
 from ltxpool.replica.atomic import temp_name_for
 from ltxpool.replica.layout import LEVELS, Replica
 from ltxpool.replica.restore import restore
+
+from tests.synthetic import SyntheticStream
 
 FAST = """
 workers = 2

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 
 import pytest
-
 from ltxpool.pool.child import ChildLink, ChildProcess
-from ltxpool.pool.watcher import CrashLoop, RestartPolicy, Watcher
+from ltxpool.pool.errors import CrashLoop
+from ltxpool.pool.watcher import RestartPolicy, Watcher
 
 FORK = multiprocessing.get_context("fork")
 

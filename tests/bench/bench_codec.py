@@ -28,12 +28,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-
 import lz4.block
 from fastcrc.crc64 import go_iso
+from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Decoder, Encoder, Header, verify_file
 
 from tests.bench.rss import peak_growth_mib, reset_peak_rss
-from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Decoder, Encoder, Header, verify_file
 
 PAGE_SIZE = 4096
 FRAME = struct.Struct(">IHI")

@@ -25,9 +25,8 @@ import sys
 import tempfile
 import time
 
-
-from ltxpool.replica.atomic import AtomicWriter
 from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Encoder, Header
+from ltxpool.replica.atomic import AtomicWriter
 from ltxpool.replica.layout import Replica
 
 PAGE = 4096

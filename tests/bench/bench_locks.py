@@ -18,15 +18,13 @@ import argparse
 import multiprocessing
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-
 from ltxpool.locks.dirlock import DirLock
+from ltxpool.proving.stress import StressConfig, percentile, run_stress
 from ltxpool.replica.atomic import write_atomic
 from ltxpool.replica.janitor import sweep_temp_files
-from ltxpool.proving.stress import StressConfig, percentile, run_stress
 
 FORK = multiprocessing.get_context("fork")
 SIZES = [(1024, "1 KiB"), (10 * 1024, "10 KiB"), (100 * 1024, "100 KiB"), (1024 * 1024, "1 MiB")]

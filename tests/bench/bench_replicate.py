@@ -37,9 +37,9 @@ import sys
 import tempfile
 import time
 
+from ltxpool.replicate.replicator import Replicator
 
 from tests.bench.rss import peak_growth_mib, reset_peak_rss
-from ltxpool.replicate.replicator import Replicator
 
 PAGE_SIZE = 4096
 

@@ -19,7 +19,18 @@ __all__ = ["main", "build_parser"]
 
 
 def _commands() -> list[ModuleType]:
-    from ltxpool.cli import compact, demo, dump, janitor, replicate, restore, status, stress, supervise, verify
+    from ltxpool.cli import (
+        compact,
+        demo,
+        dump,
+        janitor,
+        replicate,
+        restore,
+        status,
+        stress,
+        supervise,
+        verify,
+    )
 
     return [demo, stress, verify, dump, restore, compact, janitor, supervise, status, replicate]
 

@@ -17,7 +17,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ltxpool.errors import LtxpoolError
-from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Header, Trailer, combine, open_ltx, page_checksum
+from ltxpool.ltx import (
+    HEADER_FLAG_NO_CHECKSUM,
+    Header,
+    Trailer,
+    combine,
+    open_ltx,
+    page_checksum,
+)
 from ltxpool.ltx.checksum import EMPTY_DATABASE_CHECKSUM
 
 __all__ = ["NAME", "HELP", "add_arguments", "run"]

@@ -16,8 +16,8 @@ import sys
 import threading
 from types import FrameType
 
+from ltxpool.replicate.errors import DatabaseBusyError
 from ltxpool.replicate.replicator import Replicator, StepResult
-from ltxpool.replicate.sqlite_source import DatabaseBusyError
 
 __all__ = ["NAME", "HELP", "add_arguments", "run", "progress_line"]
 

@@ -8,14 +8,19 @@ import sys
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
-
 from ltxpool.cli.argtypes import seconds
 from ltxpool.replica.janitor import DEFAULT_FOREIGN_TEMP_AGE
 from ltxpool.replica.layout import Replica
-from ltxpool.replica.status import ReplicaStatus, format_table, replica_status, status_document, status_metrics
+from ltxpool.replica.status import (
+    ReplicaStatus,
+    format_table,
+    replica_status,
+    status_document,
+    status_metrics,
+)
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 NAME = "status"
 HELP = (

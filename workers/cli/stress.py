@@ -14,8 +14,8 @@ import shutil
 import sys
 import tempfile
 
-from ltxpool.proving.chaos import ChaosConfig, ChaosReport, run_chaos
 from ltxpool.cli.argtypes import positive_int, positive_seconds, seconds
+from ltxpool.proving.chaos import ChaosConfig, ChaosReport, run_chaos
 from ltxpool.proving.stress import StressConfig, run_stress
 
 NAME = "stress"

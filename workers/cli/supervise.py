@@ -6,11 +6,18 @@ import argparse
 import errno
 
 from ltxpool.cli.argtypes import port, positive_int, positive_seconds, seconds
-from ltxpool.errors import ConfigError
-from ltxpool.pool.netfs import MOUNTINFO, read_mount_table, refuse_network_fs
-from ltxpool.pool.config import LOG_FORMATS, LOG_LEVELS, PoolConfig, check_replicas, load_config, with_overrides
+from ltxpool.pool.config import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    PoolConfig,
+    check_replicas,
+    load_config,
+    with_overrides,
+)
+from ltxpool.pool.errors import ConfigError
 from ltxpool.pool.logging import drain_logging, setup_logging
 from ltxpool.pool.metrics import PoolMetrics
+from ltxpool.pool.netfs import MOUNTINFO, read_mount_table, refuse_network_fs
 from ltxpool.pool.supervisor import Supervisor
 
 NAME = "supervise"

@@ -33,19 +33,23 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO, NamedTuple
 
 from fastcrc.crc64 import go_iso
-from lz4.block import LZ4BlockError
-from lz4.block import decompress as _lz4_decompress
-
-from ltxpool.errors import CorruptLTXError
 from ltxpool.ltx.checksum import CHECKSUM_FLAG, lock_page, page_checksum
-from ltxpool.ltx.header import HEADER_SIZE, MAGIC, TRAILER_SIZE, Header, Trailer, header_problem, trailer_problem
+from ltxpool.ltx.errors import CorruptLTXError, PayloadError
+from ltxpool.ltx.header import (
+    HEADER_SIZE,
+    MAGIC,
+    TRAILER_SIZE,
+    Header,
+    Trailer,
+    header_problem,
+    trailer_problem,
+)
 from ltxpool.ltx.index import INDEX_TAIL_SIZE
 from ltxpool.ltx.index_check import FrameLog, explain_mismatch
 from ltxpool.ltx.lookup import PageIndex, load_page_index, read_frame
 from ltxpool.ltx.payload import (
     LEGACY_V2_FLAGS,
     PAGE_FLAG_SIZE,
-    PayloadError,
     decompress_block,
     decompress_legacy_frame,
     legacy_frame_length,
@@ -53,6 +57,8 @@ from ltxpool.ltx.payload import (
     max_legacy_frame_size,
 )
 from ltxpool.ltx.reader import ChunkReader
+from lz4.block import LZ4BlockError
+from lz4.block import decompress as _lz4_decompress
 
 __all__ = ["Decoder", "Frame"]
 

@@ -22,12 +22,17 @@ import struct
 from typing import Protocol
 
 from fastcrc.crc64 import go_iso
-from lz4.block import compress as _lz4_compress
-
 from ltxpool.ltx.checksum import CHECKSUM_FLAG, lock_page, page_checksum
-from ltxpool.ltx.header import HEADER_SIZE, Header, Trailer, header_problem, trailer_problem
+from ltxpool.ltx.header import (
+    HEADER_SIZE,
+    Header,
+    Trailer,
+    header_problem,
+    trailer_problem,
+)
 from ltxpool.ltx.index import encode_entries
 from ltxpool.ltx.payload import PAGE_FLAG_SIZE
+from lz4.block import compress as _lz4_compress
 
 __all__ = ["Encoder", "Sink", "DEFAULT_BUFFER_SIZE", "END_MARKER"]
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from ltxpool.ltx.errors import VarintError
+
 __all__ = [
     "IndexEntry",
     "VarintError",
@@ -35,15 +37,6 @@ class IndexEntry(NamedTuple):
     pgno: int
     offset: int
     size: int
-
-
-class VarintError(Exception):
-    """A malformed varint; ``offset`` is absolute. Callers turn it into CorruptLTXError."""
-
-    def __init__(self, offset: int, reason: str) -> None:
-        super().__init__(offset, reason)
-        self.offset = offset
-        self.reason = reason
 
 
 def read_uvarint(data: bytes | memoryview, pos: int, end: int, base: int) -> tuple[int, int]:

@@ -20,10 +20,9 @@ import struct
 from typing import BinaryIO
 
 from fastcrc.crc64 import go_iso
-
-from ltxpool.errors import CorruptLTXError
+from ltxpool.ltx.errors import CorruptLTXError, VarintError
 from ltxpool.ltx.header import HEADER_SIZE
-from ltxpool.ltx.index import VarintError, encode_entries, read_uvarint
+from ltxpool.ltx.index import encode_entries, read_uvarint
 from ltxpool.ltx.payload import PAGE_FLAG_SIZE
 
 __all__ = ["FrameLog", "explain_mismatch", "RECORD_SIZE"]

@@ -18,12 +18,11 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from ltxpool.errors import CorruptLTXError, LtxpoolError
+from ltxpool.ltx.errors import CorruptLTXError, LtxReadError, PayloadError, VarintError
 from ltxpool.ltx.header import HEADER_SIZE, TRAILER_SIZE, Header
-from ltxpool.ltx.index import INDEX_TAIL_SIZE, IndexEntry, VarintError, read_uvarint
+from ltxpool.ltx.index import INDEX_TAIL_SIZE, IndexEntry, read_uvarint
 from ltxpool.ltx.payload import (
     PAGE_FLAG_SIZE,
-    PayloadError,
     decompress_block,
     decompress_legacy_frame,
     legacy_frame_length,
@@ -135,7 +134,7 @@ def _read_exact(stream: BinaryIO, path: str, n: int) -> bytes:
         try:
             chunk = stream.read(n - have)
         except OSError as exc:
-            raise LtxpoolError.from_oserror(path, "read", exc) from exc
+            raise LtxReadError.from_oserror(path, "read", exc) from exc
         if not chunk:
             raise CorruptLTXError(path, stream.tell(), f"file truncated: {n - have} of {n} bytes missing")
         parts.append(chunk)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import lz4.block
 import lz4.frame
+from ltxpool.ltx.errors import PayloadError
 
 __all__ = [
     "PAGE_FLAG_SIZE",
@@ -42,15 +43,6 @@ LEGACY_V2_FLAGS = 0x0422
 
 _FRAME_MAGIC = 0x184D2204
 _FRAME_UNCOMPRESSED_BIT = 0x80000000
-
-
-class PayloadError(Exception):
-    """A page payload is malformed; ``offset`` is relative to the payload's first byte."""
-
-    def __init__(self, offset: int, reason: str) -> None:
-        super().__init__(offset, reason)
-        self.offset = offset
-        self.reason = reason
 
 
 def max_block_size(page_size: int) -> int:

@@ -12,10 +12,18 @@ Layer: imports everything below it (locks, ltx, replica, replicate), never above
 
 from __future__ import annotations
 
-from ltxpool.pool.config import LOG_FORMATS, LOG_LEVELS, PoolConfig, check_replicas, load_config, with_overrides
+from ltxpool.pool.config import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    PoolConfig,
+    check_replicas,
+    load_config,
+    with_overrides,
+)
+from ltxpool.pool.errors import NetworkFilesystemError
 from ltxpool.pool.logging import drain_logging, setup_logging
 from ltxpool.pool.metrics import PoolMetrics
-from ltxpool.pool.netfs import MOUNTINFO, NetworkFilesystemError, read_mount_table, refuse_network_fs
+from ltxpool.pool.netfs import MOUNTINFO, read_mount_table, refuse_network_fs
 from ltxpool.pool.supervisor import Supervisor
 
 __all__ = [

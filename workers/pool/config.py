@@ -53,12 +53,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ltxpool.pool.errors import ConfigError
+from ltxpool.pool.watcher import RestartPolicy
 from ltxpool.replica.compactor import CompactionSettings
-from ltxpool.errors import ConfigError
 from ltxpool.replica.janitor import JanitorSettings
 from ltxpool.replica.layout import COMPACTION_LEVELS
 from ltxpool.replica.retention import RetentionPolicy
-from ltxpool.pool.watcher import RestartPolicy
 
 __all__ = [
     "PoolConfig",

@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ltxpool.errors import LtxpoolError
+from ltxpool.pool.errors import MountTableError, NetworkFilesystemError
 
 __all__ = [
     "MOUNTINFO",
@@ -49,10 +49,6 @@ NETWORK_FUSE_SUBTYPES = frozenset({
     "moosefs", "mfs", "lizardfs", "juicefs", "seaweedfs", "goofys", "beegfs", "cvmfs",
     "vmhgfs-fuse", "smbnetfs", "curlftpfs",
 })
-
-
-class NetworkFilesystemError(LtxpoolError):
-    """A replica root is on a network filesystem, where flock cannot be trusted."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +105,7 @@ def read_mount_table(path: str = MOUNTINFO) -> list[Mount]:
         with open(path, encoding="utf-8", errors="surrogateescape") as table:
             return parse_mount_table(table.read())
     except OSError as exc:
-        raise LtxpoolError.from_oserror(path, "read mount table", exc) from exc
+        raise MountTableError.from_oserror(path, "read mount table", exc) from exc
 
 
 def _contains(mount_point: str, path: str) -> bool:

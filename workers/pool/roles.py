@@ -22,13 +22,20 @@ from __future__ import annotations
 import logging
 import time
 
-from ltxpool.pool.child import COMPACTED, COMPACTION_FAILED, JANITOR, JANITOR_FAILED, JANITOR_ROUND, ChildLink
-from ltxpool.replica.compactor import compaction_pass
 from ltxpool.errors import LtxpoolError
-from ltxpool.replica.janitor import JanitorReport, janitor_pass
+from ltxpool.pool.child import (
+    COMPACTED,
+    COMPACTION_FAILED,
+    JANITOR,
+    JANITOR_FAILED,
+    JANITOR_ROUND,
+    ChildLink,
+)
 from ltxpool.pool.config import PoolConfig
-from ltxpool.replica.layout import Replica
 from ltxpool.pool.schedule import ReplicaSchedule
+from ltxpool.replica.compactor import compaction_pass
+from ltxpool.replica.janitor import JanitorReport, janitor_pass
+from ltxpool.replica.layout import Replica
 
 __all__ = ["worker_main", "janitor_main"]
 

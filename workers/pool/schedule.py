@@ -34,8 +34,8 @@ import os
 import time
 from collections.abc import Sequence
 
-from ltxpool.replica.compactor import CompactionSettings, next_due
 from ltxpool.errors import LtxpoolError
+from ltxpool.replica.compactor import CompactionSettings, next_due
 from ltxpool.replica.layout import Replica
 
 __all__ = ["ReplicaSchedule"]

@@ -51,16 +51,17 @@ from collections.abc import Callable
 from multiprocessing.connection import wait
 from types import FrameType
 
+from ltxpool.errors import LtxpoolError
 from ltxpool.locks.dirlock import DirLock
 from ltxpool.pool.child import ChildProcess
-from ltxpool.errors import LtxpoolError
-from ltxpool.replica.janitor import sweep_temp_files
 from ltxpool.pool.config import PoolConfig
+from ltxpool.pool.errors import CrashLoop
 from ltxpool.pool.logging import set_format
 from ltxpool.pool.metrics import PoolMetrics
-from ltxpool.replica.layout import LEVELS, Replica
 from ltxpool.pool.roles import janitor_main, worker_main
-from ltxpool.pool.watcher import CrashLoop, Watcher
+from ltxpool.pool.watcher import Watcher
+from ltxpool.replica.janitor import sweep_temp_files
+from ltxpool.replica.layout import LEVELS, Replica
 
 __all__ = ["Supervisor", "remove_orphans", "EXIT_OK", "EXIT_GAVE_UP", "EXIT_INTERRUPTED"]
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ltxpool.pool.child import ChildProcess, describe_exit
+from ltxpool.pool.errors import CrashLoop
 
 __all__ = ["RestartPolicy", "CrashLoop", "Slot", "Watcher"]
 
@@ -50,20 +51,6 @@ class RestartPolicy:
     def heartbeat_interval(self) -> float:
         """How often an idle child says it is alive: well inside the hang deadline."""
         return min(5.0, self.hang_timeout / 4)
-
-
-class CrashLoop(Exception):
-    """A child crashed more often than the policy allows: the supervisor gives up."""
-
-    def __init__(self, name: str, crashes: int, window: float, last: str) -> None:
-        super().__init__(name, crashes, window, last)
-        self.name = name
-        self.crashes = crashes
-        self.window = window
-        self.last = last
-
-    def __str__(self) -> str:
-        return f"{self.name} crashed {self.crashes} times within {self.window:g} s (last: {self.last})"
 
 
 @dataclass

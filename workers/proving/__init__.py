@@ -6,8 +6,8 @@ never imports ``ltxpool.cli`` (it runs the installed command as a subprocess).
 
 from __future__ import annotations
 
-from ltxpool.proving.chaos_audit import audit
 from ltxpool.proving.chaos import ChaosConfig, ChaosReport, run_chaos
+from ltxpool.proving.chaos_audit import audit
 from ltxpool.proving.demo import run_demo
 from ltxpool.proving.stress import StressConfig, run_stress
 

@@ -38,8 +38,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ltxpool.proving.chaos_audit import audit
-from ltxpool.replicate.state import STATE_DIR
 from ltxpool.replica.layout import LEVELS, Replica
+from ltxpool.replicate.state import STATE_DIR
 
 __all__ = ["ChaosConfig", "ChaosReport", "run_chaos"]
 

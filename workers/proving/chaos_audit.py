@@ -25,18 +25,19 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 
+from ltxpool.errors import LtxpoolError
 from ltxpool.locks.claim import Claim
 from ltxpool.locks.dirlock import DirLock
-from ltxpool.replica.atomic import is_ltxpool_temp
-from ltxpool.errors import LockTimeout, LtxpoolError
-from ltxpool.replicate.replicator import Replicator
-from ltxpool.replicate.state import STATE_DIR
-from ltxpool.replica.janitor import JanitorSettings, janitor_pass
+from ltxpool.locks.errors import LockTimeout
 from ltxpool.ltx import verify_file
+from ltxpool.replica.atomic import is_ltxpool_temp
+from ltxpool.replica.janitor import JanitorSettings, janitor_pass
+from ltxpool.replica.layout import LEVELS, Replica
 from ltxpool.replica.plan import coverage_gaps, plan_restore
 from ltxpool.replica.quarantine import quarantined_files
-from ltxpool.replica.layout import LEVELS, Replica
 from ltxpool.replica.restore import restore
+from ltxpool.replicate.replicator import Replicator
+from ltxpool.replicate.state import STATE_DIR
 
 __all__ = ["AuditResult", "audit"]
 

@@ -32,13 +32,12 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from ltxpool.replica.atomic import temp_name_for
-from ltxpool.replicate.replicator import Replicator
 from ltxpool.ltx import verify_file
+from ltxpool.replica.atomic import temp_name_for
 from ltxpool.replica.layout import LEVELS, Replica
 from ltxpool.replica.restore import restore
+from ltxpool.replicate.replicator import Replicator
+from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = ["DemoReport", "run_demo"]
 

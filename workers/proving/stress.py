@@ -27,7 +27,7 @@ from typing import Any
 
 from ltxpool.locks.dirlock import DirLock
 from ltxpool.replica.atomic import write_atomic
-from ltxpool.errors import AtomicWriteError
+from ltxpool.replica.errors import AtomicWriteError
 from ltxpool.replica.janitor import sweep_temp_files
 
 __all__ = ["StressConfig", "StressReport", "run_stress", "payload_for", "final_name", "percentile"]

@@ -11,7 +11,13 @@ Layer: imports ``ltxpool.locks`` and ``ltxpool.ltx`` only.
 
 from __future__ import annotations
 
-from ltxpool.replica.atomic import AtomicWriter, fsync_directory, is_ltxpool_temp, temp_name_for, write_atomic
+from ltxpool.replica.atomic import (
+    AtomicWriter,
+    fsync_directory,
+    is_ltxpool_temp,
+    temp_name_for,
+    write_atomic,
+)
 from ltxpool.replica.compactor import (
     SCHEDULED_LEVELS,
     CompactionResult,
@@ -20,6 +26,7 @@ from ltxpool.replica.compactor import (
     compaction_pass,
     next_due,
 )
+from ltxpool.replica.errors import RestorePlanError
 from ltxpool.replica.janitor import (
     DEFAULT_FOREIGN_TEMP_AGE,
     JanitorReport,
@@ -27,9 +34,21 @@ from ltxpool.replica.janitor import (
     janitor_pass,
     sweep_temp_files,
 )
-from ltxpool.replica.layout import COMPACTION_LEVELS, LEVELS, SNAPSHOT_LEVEL, Listing, LtxFile, Replica
+from ltxpool.replica.layout import (
+    COMPACTION_LEVELS,
+    LEVELS,
+    SNAPSHOT_LEVEL,
+    Listing,
+    LtxFile,
+    Replica,
+)
 from ltxpool.replica.merge import merge_frames, merged_header
-from ltxpool.replica.plan import RestorePlanError, coverage_gaps, level_problems, plan_compaction, plan_restore
+from ltxpool.replica.plan import (
+    coverage_gaps,
+    level_problems,
+    plan_compaction,
+    plan_restore,
+)
 from ltxpool.replica.quarantine import quarantined_files
 from ltxpool.replica.restore import restore
 from ltxpool.replica.retention import RetentionPolicy, plan_retention

@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import BinaryIO
 
 from ltxpool.locks.dirlock import DirLock
-from ltxpool.errors import AtomicWriteError
+from ltxpool.replica.errors import AtomicWriteError
 
 __all__ = [
     "AtomicWriter",

@@ -25,13 +25,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ltxpool.errors import LtxpoolError
 from ltxpool.locks.claim import Claim
 from ltxpool.locks.dirlock import DirLock
 from ltxpool.replica.atomic import AtomicWriter
-from ltxpool.errors import LtxpoolError
+from ltxpool.replica.layout import COMPACTION_LEVELS, SNAPSHOT_LEVEL, Listing, Replica
 from ltxpool.replica.merge import merge_files
 from ltxpool.replica.plan import Plan, plan_compaction, plan_restore
-from ltxpool.replica.layout import COMPACTION_LEVELS, SNAPSHOT_LEVEL, Listing, Replica
 
 __all__ = ["CompactionSettings", "CompactionResult", "compact_level", "compaction_pass", "next_due", "plan_for"]
 

@@ -22,12 +22,15 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from ltxpool.errors import LtxpoolError
 from ltxpool.locks.dirlock import DirLock
-from ltxpool.replica.atomic import is_ltxpool_temp
-from ltxpool.errors import CorruptLTXError, LockTimeout, LtxpoolError
+from ltxpool.locks.errors import LockTimeout
 from ltxpool.ltx import verify_file
-from ltxpool.replica.quarantine import quarantine
+from ltxpool.ltx.errors import CorruptLTXError
+from ltxpool.replica.atomic import is_ltxpool_temp
+from ltxpool.replica.errors import JanitorError
 from ltxpool.replica.layout import LEVELS, Replica
+from ltxpool.replica.quarantine import quarantine
 from ltxpool.replica.retention import RetentionPolicy, plan_retention
 
 __all__ = [
@@ -67,7 +70,7 @@ def _find_temp_files(directory: str, foreign_age: float) -> list[os.DirEntry[str
     try:
         entries = list(os.scandir(directory))
     except OSError as exc:
-        raise LtxpoolError.from_oserror(directory, "list directory", exc) from exc
+        raise JanitorError.from_oserror(directory, "list directory", exc) from exc
     found = []
     for entry in entries:
         if not entry.name.endswith(".tmp"):
@@ -89,7 +92,7 @@ def _remove(entries: list[os.DirEntry[str]], result: SweepResult) -> None:
         except FileNotFoundError:
             continue
         except OSError as exc:
-            raise LtxpoolError.from_oserror(entry.path, "unlink temp file", exc) from exc
+            raise JanitorError.from_oserror(entry.path, "unlink temp file", exc) from exc
         result.removed.append(entry.name)
 
 
@@ -180,7 +183,7 @@ def _apply_retention(replica: Replica, settings: JanitorSettings, now: float, lo
             report.busy_dirs += 1
             continue
         except OSError as exc:
-            raise LtxpoolError.from_oserror(f.path, "retention unlink", exc) from exc
+            raise JanitorError.from_oserror(f.path, "retention unlink", exc) from exc
         report.retention_removed += 1
 
 

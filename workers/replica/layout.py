@@ -15,8 +15,8 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from ltxpool.errors import LtxpoolError
 from ltxpool.ltx import parse_filename
+from ltxpool.replica.errors import LevelDirectoryError
 
 __all__ = [
     "COMPACTION_LEVELS",
@@ -131,10 +131,10 @@ class Replica:
                 else:
                     _make_dir(directory)
             except OSError as exc:
-                raise LtxpoolError.from_oserror(directory, "create level directory", exc) from exc
+                raise LevelDirectoryError.from_oserror(directory, "create level directory", exc) from exc
         link = self.symlink_on_path(level)
         if link is not None:
-            raise LtxpoolError(link, "open level directory", None, "is a symlink; refusing to follow it")
+            raise LevelDirectoryError(link, "open level directory", None, "is a symlink; refusing to follow it")
         return directory
 
     def list_level(self, level: int) -> Listing:
@@ -149,7 +149,7 @@ class Replica:
         except FileNotFoundError:
             return listing
         except OSError as exc:
-            raise LtxpoolError.from_oserror(directory, "list level directory", exc) from exc
+            raise LevelDirectoryError.from_oserror(directory, "list level directory", exc) from exc
         for entry in entries:
             if entry.name.startswith(".") or entry.name.endswith(".tmp"):
                 continue

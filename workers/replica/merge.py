@@ -21,9 +21,17 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ltxpool.errors import CorruptLTXError
-from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Decoder, Encoder, Frame, Header, Trailer, open_ltx
+from ltxpool.ltx import (
+    HEADER_FLAG_NO_CHECKSUM,
+    Decoder,
+    Encoder,
+    Frame,
+    Header,
+    Trailer,
+    open_ltx,
+)
 from ltxpool.ltx.encoder import Sink
+from ltxpool.ltx.errors import CorruptLTXError
 
 _Item = TypeVar("_Item", bound=tuple[Any, ...])
 

@@ -11,14 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ltxpool.errors import LtxpoolError
+from ltxpool.replica.errors import RestorePlanError
 from ltxpool.replica.layout import COMPACTION_LEVELS, Listing, LtxFile
 
 __all__ = ["MAX_COMPACTION_INPUTS", "Plan", "current_generation", "plan_compaction", "plan_restore", "level_problems", "coverage_gaps", "RestorePlanError"]
-
-
-class RestorePlanError(LtxpoolError):
-    """No chain of files reaches the requested TXID."""
 
 
 @dataclass

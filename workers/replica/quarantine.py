@@ -14,7 +14,7 @@ import time
 
 from ltxpool.locks.dirlock import DirLock
 from ltxpool.replica.atomic import fsync_directory, write_atomic
-from ltxpool.errors import LtxpoolError
+from ltxpool.replica.errors import QuarantineError
 from ltxpool.replica.layout import LtxFile, Replica
 
 __all__ = ["quarantine", "quarantined_files"]
@@ -27,11 +27,11 @@ def quarantine(replica: Replica, f: LtxFile, reason: str, lock: DirLock) -> str:
     leave the replica through it.
     """
     if os.path.islink(replica.quarantine_dir):
-        raise LtxpoolError(replica.quarantine_dir, "quarantine", None, "is a symlink; refusing to follow it")
+        raise QuarantineError(replica.quarantine_dir, "quarantine", None, "is a symlink; refusing to follow it")
     try:
         os.makedirs(replica.quarantine_dir, exist_ok=True)
     except OSError as exc:
-        raise LtxpoolError.from_oserror(replica.quarantine_dir, "create quarantine folder", exc) from exc
+        raise QuarantineError.from_oserror(replica.quarantine_dir, "create quarantine folder", exc) from exc
     target = os.path.join(replica.quarantine_dir, f"{f.level}-{f.name}")
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     write_atomic(target + ".reason", f"{stamp} {f.path}: {reason}\n".encode())
@@ -39,7 +39,7 @@ def quarantine(replica: Replica, f: LtxFile, reason: str, lock: DirLock) -> str:
         try:
             os.rename(f.path, target)
         except OSError as exc:
-            raise LtxpoolError.from_oserror(f.path, "quarantine", exc) from exc
+            raise QuarantineError.from_oserror(f.path, "quarantine", exc) from exc
         fsync_directory(os.path.dirname(f.path))
     fsync_directory(replica.quarantine_dir)
     return target

@@ -18,12 +18,19 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from ltxpool.ltx import (
+    CHECKSUM_FLAG,
+    HEADER_FLAG_NO_CHECKSUM,
+    lock_page,
+    open_ltx,
+    page_checksum,
+)
+from ltxpool.ltx.errors import CorruptLTXError
 from ltxpool.replica.atomic import COPY_CHUNK, AtomicWriter
-from ltxpool.errors import CorruptLTXError, LtxpoolError
-from ltxpool.ltx import CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM, lock_page, open_ltx, page_checksum
+from ltxpool.replica.errors import IntegrityCheckError, OutputExistsError
+from ltxpool.replica.layout import Replica
 from ltxpool.replica.merge import check_chain, merge_pages, merged_header
 from ltxpool.replica.plan import plan_restore
-from ltxpool.replica.layout import Replica
 
 __all__ = ["RestoreResult", "restore", "integrity_check"]
 
@@ -48,9 +55,9 @@ def integrity_check(path: str | os.PathLike[str]) -> None:
         finally:
             connection.close()
     except sqlite3.DatabaseError as exc:
-        raise LtxpoolError(os.fspath(path), "integrity check", None, str(exc)) from exc
+        raise IntegrityCheckError(os.fspath(path), "integrity check", None, str(exc)) from exc
     if rows != [("ok",)]:
-        raise LtxpoolError(os.fspath(path), "integrity check", None, "; ".join(str(row[0]) for row in rows[:3]))
+        raise IntegrityCheckError(os.fspath(path), "integrity check", None, "; ".join(str(row[0]) for row in rows[:3]))
 
 
 def restore(
@@ -63,7 +70,7 @@ def restore(
     """
     output = os.fspath(output)
     if os.path.lexists(output):
-        raise LtxpoolError(output, "restore", errno.EEXIST, "output already exists; restore writes a new file")
+        raise OutputExistsError(output, "restore", errno.EEXIST, "output already exists; restore writes a new file")
     plan = plan_restore(replica.list_all(), txid)
     with ExitStack() as stack:
         decoders = [stack.enter_context(open_ltx(f.path)) for f in plan.inputs]

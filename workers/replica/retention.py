@@ -21,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ltxpool.replica.plan import RestorePlanError, plan_restore
+from ltxpool.replica.errors import RestorePlanError
 from ltxpool.replica.layout import COMPACTION_LEVELS, SNAPSHOT_LEVEL, Listing, LtxFile
+from ltxpool.replica.plan import plan_restore
 
 __all__ = ["RetentionPolicy", "plan_retention", "covered"]
 

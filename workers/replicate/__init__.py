@@ -12,9 +12,14 @@ Layer: imports ``ltxpool.locks``, ``ltxpool.ltx`` and ``ltxpool.replica`` only.
 from __future__ import annotations
 
 from ltxpool.replicate.compare import compare_with_source
-from ltxpool.replicate.replicator import DatabaseMismatchError, Replicator, StepResult
-from ltxpool.replicate.sqlite_source import DatabaseBusyError, RollbackPosition, SqliteSource, WalPosition
-from ltxpool.replicate.state import STATE_DIR, ReplicaBusyError
+from ltxpool.replicate.errors import (
+    DatabaseBusyError,
+    DatabaseMismatchError,
+    ReplicaBusyError,
+)
+from ltxpool.replicate.replicator import Replicator, StepResult
+from ltxpool.replicate.sqlite_source import RollbackPosition, SqliteSource, WalPosition
+from ltxpool.replicate.state import STATE_DIR
 
 __all__ = [
     "STATE_DIR",

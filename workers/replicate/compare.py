@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from ltxpool.errors import LtxpoolError
+from ltxpool.replicate.errors import SourceDiffersError
 from ltxpool.replicate.sqlite_source import SqliteSource
 
 __all__ = ["compare_with_source"]
@@ -23,8 +23,8 @@ def compare_with_source(restored: str | os.PathLike[str], source: str | os.PathL
         size = image.page_size
         pages = os.fstat(ours.fileno()).st_size // size
         if pages != image.commit:
-            raise LtxpoolError(restored, "compare", None, f"has {pages} pages, the source {source} has {image.commit}")
+            raise SourceDiffersError(restored, "compare", None, f"has {pages} pages, the source {source} has {image.commit}")
         for pgno, page in image.pages():
             if os.pread(ours.fileno(), size, (pgno - 1) * size) != page:
-                raise LtxpoolError(restored, "compare", None, f"page {pgno} differs from the source {source}")
+                raise SourceDiffersError(restored, "compare", None, f"page {pgno} differs from the source {source}")
         return image.commit

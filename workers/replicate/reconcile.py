@@ -25,12 +25,22 @@ from array import array
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
-from ltxpool.errors import CorruptLTXError, LtxpoolError
-from ltxpool.replicate.state import ReplicationState, new_checksum_array, xor_all
-from ltxpool.ltx import CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM, TRAILER_SIZE, Header, Trailer, lock_page, open_ltx, page_checksum
+from ltxpool.errors import LtxpoolError
+from ltxpool.ltx import (
+    CHECKSUM_FLAG,
+    HEADER_FLAG_NO_CHECKSUM,
+    TRAILER_SIZE,
+    Header,
+    Trailer,
+    lock_page,
+    open_ltx,
+    page_checksum,
+)
+from ltxpool.ltx.errors import CorruptLTXError
+from ltxpool.replica.layout import LtxFile, Replica
 from ltxpool.replica.merge import merge_frames, merged_header
 from ltxpool.replica.plan import plan_restore
-from ltxpool.replica.layout import LtxFile, Replica
+from ltxpool.replicate.state import ReplicationState, new_checksum_array, xor_all
 
 __all__ = ["Reconciled", "reconcile"]
 

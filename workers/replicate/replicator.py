@@ -49,19 +49,15 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
 from ltxpool.locks.dirlock import DirLock
-from ltxpool.replica.atomic import AtomicWriter
-from ltxpool.errors import LtxpoolError
-from ltxpool.replicate.reconcile import reconcile
-from ltxpool.replicate.state import ReplicationState, StateStore, new_checksum_array
 from ltxpool.ltx import CHECKSUM_FLAG, Encoder, Header, page_checksum
+from ltxpool.replica.atomic import AtomicWriter
 from ltxpool.replica.layout import Replica
+from ltxpool.replicate.errors import DatabaseMismatchError
+from ltxpool.replicate.reconcile import reconcile
 from ltxpool.replicate.sqlite_source import DEFAULT_BUSY_TIMEOUT, Image, SqliteSource
+from ltxpool.replicate.state import ReplicationState, StateStore, new_checksum_array
 
 __all__ = ["Replicator", "StepResult", "DatabaseMismatchError"]
-
-
-class DatabaseMismatchError(LtxpoolError):
-    """The replica's saved state belongs to another database file."""
 
 
 @dataclass(frozen=True)

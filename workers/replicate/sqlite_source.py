@@ -81,13 +81,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ltxpool.errors import LtxpoolError
 from ltxpool.ltx import lock_page
+from ltxpool.replicate.errors import DatabaseBusyError, SourceError, WalFormatError
 from ltxpool.replicate.sqlite_wal import (
     FRAME_HEADER_SIZE,
     SHM_HEADER_SIZE,
     FrameHeader,
-    WalFormatError,
     WalIndexHeader,
     frame_offset,
     parse_frame_header,
@@ -112,14 +111,6 @@ DEFAULT_CHECKPOINT_FRAMES = 1000
 _SCAN_BYTES = 1 << 20
 _CHANGE_COUNTER = struct.Struct(">I")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-class SourceError(LtxpoolError):
-    """The database cannot be read: missing, not SQLite, unreadable, or inconsistent."""
-
-
-class DatabaseBusyError(SourceError):
-    """SQLite's lock stayed busy past the timeout; the next step tries again."""
 
 
 @dataclass(frozen=True)

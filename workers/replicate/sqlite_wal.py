@@ -28,6 +28,8 @@ import struct
 import sys
 from dataclasses import dataclass
 
+from ltxpool.replicate.errors import WalFormatError
+
 __all__ = [
     "WAL_HEADER_SIZE",
     "FRAME_HEADER_SIZE",
@@ -51,10 +53,6 @@ _NATIVE_U32 = struct.Struct("=I")
 _FRAME_HEADER = struct.Struct(">II8sII")
 _BIG_ENDIAN_SALTS = struct.Struct(">II")
 assert _INDEX_HEADER.size == 48 and sys.byteorder in ("little", "big")
-
-
-class WalFormatError(ValueError):
-    """The WAL or wal-index does not look like SQLite's; the caller names the file."""
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,10 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from ltxpool.errors import LtxpoolError
 from ltxpool.locks.claim import Claim
 from ltxpool.replica.atomic import fsync_directory, is_ltxpool_temp, write_atomic
-from ltxpool.errors import LtxpoolError
+from ltxpool.replicate.errors import ReplicaBusyError
 from ltxpool.replicate.sqlite_source import Position, RollbackPosition, WalPosition
 
 __all__ = [
@@ -49,10 +50,6 @@ STATE_NAME = "state.json"
 CHECKSUMS_NAME = "checksums"
 _FORMAT = 1
 _SWAP = sys.byteorder != "little"
-
-
-class ReplicaBusyError(LtxpoolError):
-    """Another replicate process is appending to this replica."""
 
 
 @dataclass(frozen=True)
