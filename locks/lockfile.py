@@ -20,6 +20,7 @@ import os
 import stat
 
 from filelock import lock_descriptor, unlock_descriptor
+
 from ltxpool.locks.errors import LockFileError
 
 __all__ = ["LockFile", "LOCK_FILE_MODE"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import errno as errno_names
 import os
-from typing import Any
+from typing import Any, Self
 
 __all__ = ["LtxpoolError"]
 
@@ -38,6 +38,6 @@ class LtxpoolError(Exception):
         return f"{self.path}: {self.step}: {self.reason}{code}"
 
     @classmethod
-    def from_oserror(cls, path: str | os.PathLike[str], step: str, exc: OSError) -> LtxpoolError:
+    def from_oserror(cls, path: str | os.PathLike[str], step: str, exc: OSError) -> Self:
         """Wrap an OSError so that the step that failed travels with it."""
         return cls(path, step, exc.errno, exc.strerror or str(exc))

@@ -30,9 +30,9 @@ from collections.abc import Callable
 
 import lz4.block
 from fastcrc.crc64 import go_iso
-from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Decoder, Encoder, Header, verify_file
 
-from tests.bench.rss import peak_growth_mib, reset_peak_rss
+from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Decoder, Encoder, Header, verify_file
+from tests.support.rss import peak_growth_mib, reset_peak_rss
 
 PAGE_SIZE = 4096
 FRAME = struct.Struct(">IHI")
@@ -170,7 +170,7 @@ def memory(mib: int) -> None:
         growth = {}
         for mode in ("encode", "verify"):
             out = subprocess.run(
-                [sys.executable, os.path.abspath(__file__), "--rss-child", mode, "--mib", str(mib), "--path", path],
+                [sys.executable, "-m", "tests.bench.bench_codec", "--rss-child", mode, "--mib", str(mib), "--path", path],
                 check=True, capture_output=True, text=True,
             )
             growth[mode] = float(out.stdout)

@@ -38,8 +38,7 @@ import tempfile
 import time
 
 from ltxpool.replicate.replicator import Replicator
-
-from tests.bench.rss import peak_growth_mib, reset_peak_rss
+from tests.support.rss import peak_growth_mib, reset_peak_rss
 
 PAGE_SIZE = 4096
 
@@ -107,7 +106,7 @@ def child_steps(db: str, replica: str, pin: bool) -> None:
 
 
 def run_child(*args: str) -> dict[str, float]:
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", *args], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "tests.bench.bench_replicate", "--child", *args], check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
 
@@ -149,7 +148,7 @@ def incremental(db: str, replica: str, changed: int, steps: int, pin: bool, rest
     rows = int(conn.execute("SELECT max(id) FROM events").fetchone()[0])
     rng = random.Random(5)
     stepper = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--child", "steps", db, replica, "pin" if pin else "nopin"],
+        [sys.executable, "-m", "tests.bench.bench_replicate", "--child", "steps", db, replica, "pin" if pin else "nopin"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     assert stepper.stdin is not None and stepper.stdout is not None

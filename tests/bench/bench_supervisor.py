@@ -36,9 +36,9 @@ import threading
 import time
 
 import psutil
-from ltxpool.replica.layout import Replica
 
-from tests.synthetic import SyntheticStream
+from ltxpool.replica.layout import Replica
+from tests.support.synthetic import SyntheticStream
 
 LEVEL1_INTERVAL = 30.0
 _COMPACTED = re.compile(r"^(?P<root>.+): compacted (?P<n>\d+) files into level (?P<level>\d+): "

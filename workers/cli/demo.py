@@ -32,7 +32,10 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     workdir = args.dir if args.dir is not None else tempfile.mkdtemp(prefix="ltxpool-demo-")
     os.makedirs(workdir, exist_ok=True)
-    say = lambda line: print(line, flush=True)  # noqa: E731
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
     try:
         report = run_demo(workdir, args.seconds, say)
     finally:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ltxpool.errors import LtxpoolError
@@ -111,7 +111,7 @@ def _trailer(trailer: Trailer | None) -> dict[str, str] | None:
 
 def _time(timestamp_ms: int) -> str | None:
     try:
-        moment = datetime.fromtimestamp(timestamp_ms / 1000, tz=timezone.utc)
+        moment = datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

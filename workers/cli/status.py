@@ -8,6 +8,10 @@ import sys
 import time
 from collections.abc import Iterator
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
 from ltxpool.cli.argtypes import seconds
 from ltxpool.replica.janitor import DEFAULT_FOREIGN_TEMP_AGE
 from ltxpool.replica.layout import Replica
@@ -18,9 +22,6 @@ from ltxpool.replica.status import (
     status_document,
     status_metrics,
 )
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 
 NAME = "status"
 HELP = (

@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 
+from ltxpool.cli import main
 from ltxpool.cli.argtypes import positive_int, positive_seconds, seconds
 from ltxpool.proving.chaos import ChaosConfig, ChaosReport, run_chaos
 from ltxpool.proving.stress import StressConfig, run_stress
@@ -100,7 +101,7 @@ def _run_chaos(args: argparse.Namespace) -> int:
     parent = args.dir if args.dir is not None else os.getcwd()
     directory = tempfile.mkdtemp(prefix=".ltxpool-chaos-", dir=parent)
     progress = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
-    report = run_chaos(ChaosConfig(directory=directory, seconds=args.seconds, seed=args.seed), progress)
+    report = run_chaos(ChaosConfig(directory=directory, seconds=args.seconds, seed=args.seed), main, progress)
     if report.ok:
         shutil.rmtree(directory, ignore_errors=True)
     if args.json:

@@ -33,6 +33,9 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO, NamedTuple
 
 from fastcrc.crc64 import go_iso
+from lz4.block import LZ4BlockError
+from lz4.block import decompress as _lz4_decompress
+
 from ltxpool.ltx.checksum import CHECKSUM_FLAG, lock_page, page_checksum
 from ltxpool.ltx.errors import CorruptLTXError, PayloadError
 from ltxpool.ltx.header import (
@@ -57,8 +60,6 @@ from ltxpool.ltx.payload import (
     max_legacy_frame_size,
 )
 from ltxpool.ltx.reader import ChunkReader
-from lz4.block import LZ4BlockError
-from lz4.block import decompress as _lz4_decompress
 
 __all__ = ["Decoder", "Frame"]
 

@@ -22,6 +22,8 @@ import struct
 from typing import Protocol
 
 from fastcrc.crc64 import go_iso
+from lz4.block import compress as _lz4_compress
+
 from ltxpool.ltx.checksum import CHECKSUM_FLAG, lock_page, page_checksum
 from ltxpool.ltx.header import (
     HEADER_SIZE,
@@ -32,7 +34,6 @@ from ltxpool.ltx.header import (
 )
 from ltxpool.ltx.index import encode_entries
 from ltxpool.ltx.payload import PAGE_FLAG_SIZE
-from lz4.block import compress as _lz4_compress
 
 __all__ = ["Encoder", "Sink", "DEFAULT_BUFFER_SIZE", "END_MARKER"]
 

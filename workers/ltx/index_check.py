@@ -20,6 +20,7 @@ import struct
 from typing import BinaryIO
 
 from fastcrc.crc64 import go_iso
+
 from ltxpool.ltx.errors import CorruptLTXError, VarintError
 from ltxpool.ltx.header import HEADER_SIZE
 from ltxpool.ltx.index import encode_entries, read_uvarint
@@ -37,7 +38,7 @@ _EXPLAIN_LIMIT = 64 << 20
 class FrameLog:
     """The index the frames call for, as a running hash: append records to ``records``."""
 
-    __slots__ = ("records", "crc", "length", "_next_offset")
+    __slots__ = ("_next_offset", "crc", "length", "records")
 
     def __init__(self) -> None:
         self.records = bytearray()

@@ -40,7 +40,7 @@ _END_MARKER_SIZE = 6
 class PageIndex:
     """The page index of one file, sorted by page number."""
 
-    def __init__(self, pgnos: array, offsets: array, sizes: array) -> None:
+    def __init__(self, pgnos: array[int], offsets: array[int], sizes: array[int]) -> None:
         self._pgnos, self._offsets, self._sizes = pgnos, offsets, sizes
 
     def __len__(self) -> int:

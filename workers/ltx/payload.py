@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import lz4.block
 import lz4.frame
+
 from ltxpool.ltx.errors import PayloadError
 
 __all__ = [
@@ -58,7 +59,7 @@ def max_legacy_frame_size(page_size: int) -> int:
 def decompress_block(payload: bytes | memoryview, page_size: int) -> bytes:
     """Decompress one LZ4 block that must hold exactly one page."""
     try:
-        page = lz4.block.decompress(payload, uncompressed_size=page_size)
+        page: bytes = lz4.block.decompress(payload, uncompressed_size=page_size)
     except lz4.block.LZ4BlockError:
         raise PayloadError(0, "LZ4 block does not decompress (corrupt data or larger than the page size)") from None
     if len(page) != page_size:
@@ -119,7 +120,7 @@ def decompress_legacy_frame(frame: bytes | memoryview, page_size: int) -> bytes:
     decompressor = lz4.frame.LZ4FrameDecompressor()
     try:
         # max_length caps what a corrupt frame can make us allocate.
-        page = decompressor.decompress(bytes(frame), max_length=page_size + 1)
+        page: bytes = decompressor.decompress(bytes(frame), max_length=page_size + 1)
     except RuntimeError as exc:
         raise PayloadError(0, f"LZ4 frame does not decompress ({exc})") from None
     if not decompressor.eof or decompressor.unused_data:

@@ -28,6 +28,7 @@ which pickle with their path, step and errno.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -125,10 +126,8 @@ class ChildLink:
                 break
             ready, _, _ = select.select([self._wake_r], [], [], min(remaining, self._heartbeat_interval, _PARENT_CHECK))
             if ready:
-                try:
+                with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 512)
-                except BlockingIOError:
-                    pass
 
 
 def child_main(role: str, target: Callable[..., None], conn: Connection, parents_end: Connection,
@@ -231,10 +230,8 @@ class ChildProcess:
 
     def signal(self, signum: int) -> None:
         if self.alive():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signum)
-            except ProcessLookupError:
-                pass
 
     def close(self) -> None:
         """Release the pipe and the process handle of a child that has exited."""

@@ -13,6 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+
 from ltxpool.pool.child import (
     BUSY,
     COMPACTED,
@@ -24,13 +32,6 @@ from ltxpool.pool.child import (
 from ltxpool.replica.compactor import CompactionResult
 from ltxpool.replica.janitor import JanitorReport
 from ltxpool.replica.status import StatusCollector
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    start_http_server,
-)
 
 __all__ = ["PoolMetrics"]
 

@@ -165,7 +165,7 @@ class ReplicaSchedule:
     def failed(self, position: int, now: float) -> float:
         """After a pass that raised: retry later, later each time; returns the delay."""
         self._failures[position] += 1
-        delay = min(self.poll_interval * 2 ** self._failures[position], self.failure_backoff_max)
+        delay = min(self.poll_interval * 2.0 ** self._failures[position], self.failure_backoff_max)
         self._not_before[position] = now + delay
         self._set(position, now + delay)
         return delay

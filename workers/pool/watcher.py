@@ -25,6 +25,7 @@ import signal
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any
 
 from ltxpool.pool.child import ChildProcess, describe_exit
@@ -45,7 +46,7 @@ class RestartPolicy:
 
     def delay(self, recent_crashes: int) -> float:
         """Seconds before restarting a child that has crashed ``recent_crashes`` times lately."""
-        return min(self.backoff * 2 ** max(recent_crashes - 1, 0), self.backoff_max)
+        return min(self.backoff * 2.0 ** max(recent_crashes - 1, 0), self.backoff_max)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -88,9 +89,9 @@ class Watcher:
     def children(self) -> list[ChildProcess]:
         return [slot.child for slot in self.slots if slot.child is not None]
 
-    def wait_objects(self) -> list[object]:
+    def wait_objects(self) -> list[Connection | int]:
         """Sentinels and event pipes, for ``multiprocessing.connection.wait``."""
-        objects: list[object] = []
+        objects: list[Connection | int] = []
         for child in self.children():
             objects.append(child.sentinel)
             if child.conn is not None:

@@ -28,16 +28,17 @@ import random
 import re
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from ltxpool.proving.chaos_audit import audit
+from ltxpool.replica.atomic import temp_file_writer
 from ltxpool.replica.layout import LEVELS, Replica
 from ltxpool.replicate.state import STATE_DIR
 
@@ -107,34 +108,22 @@ class ChaosReport:
         return {**asdict(self), "total_kills": self.total_kills, "ok": self.ok}
 
 
-class _Command:
-    """``ltxpool ARGV`` as a real child process (the installed command line, run with
-    ``python -m ltxpool.cli``), stdout and stderr appended to ``log_path``.
-
-    A subprocess rather than a call into ``ltxpool.cli``: the library never imports
-    the command line. It answers the few questions the harness asks of a process.
-    """
-
-    def __init__(self, argv: list[str], log_path: str) -> None:
-        with open(log_path, "ab", buffering=0) as log:
-            self._popen = subprocess.Popen(
-                [sys.executable, "-m", "ltxpool.cli", *argv], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                preexec_fn=_default_signals,
-            )
-        self.pid = self._popen.pid
-
-    def is_alive(self) -> bool:
-        return self._popen.poll() is None
-
-    @property
-    def exitcode(self) -> int | None:
-        return self._popen.poll()
+#: The command line's entry point, ``main(argv) -> exit code``. Passed in by the caller
+#: (``ltxpool stress --chaos`` passes its own): the library never imports the CLI.
+Command = Callable[[list[str]], int]
 
 
-def _default_signals() -> None:
-    """In the child before exec: the harness's signal dispositions are not the command's."""
+def _cli_child(command: Command, argv: list[str], log_path: str) -> None:
+    """A forked child running ``ltxpool ARGV`` with stdout and stderr appended to ``log_path``."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as the process
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
+    sys.exit(command(argv))
 
 
 def _app(database: str, stop: Any, seed: int) -> None:
@@ -208,8 +197,9 @@ def _subreaper() -> Iterator[None]:
 class _Harness:
     """The processes of one chaos run and the bookkeeping of who is who."""
 
-    def __init__(self, config: ChaosConfig, database: str, replica: str, pool_config: str) -> None:
+    def __init__(self, config: ChaosConfig, command: Command, database: str, replica: str, pool_config: str) -> None:
         self.config = config
+        self.command = command
         self.database = database
         self.replica = replica
         self.pool_config = pool_config
@@ -217,8 +207,8 @@ class _Harness:
         self.replicate_log = os.path.join(config.directory, "replicate.log")
         self.stop_app = _CTX.Event()
         self.app = _CTX.Process(target=_app, args=(database, self.stop_app, config.seed or 0), name="app")
-        self.replicate: Any = None
-        self.supervisor: Any = None
+        self.replicate: BaseProcess  # set by start()
+        self.supervisor: BaseProcess
         self.pool_pids: set[int] = set()
         self.exits: Counter[str] = Counter()
         self.kills: Counter[str] = Counter()
@@ -230,13 +220,17 @@ class _Harness:
         self.replicate = self._start_replicate()
         self.supervisor = self._start_supervisor()
 
-    def _start_replicate(self) -> Any:
+    def _start_replicate(self) -> BaseProcess:
         argv = ["replicate", self.database, self.replica, "--interval", "0.02"]
-        return _Command(argv, self.replicate_log)
+        process = _CTX.Process(target=_cli_child, args=(self.command, argv, self.replicate_log), name="replicate")
+        process.start()
+        return process
 
-    def _start_supervisor(self) -> Any:
+    def _start_supervisor(self) -> BaseProcess:
         argv = ["supervise", "--config", self.pool_config, self.replica]
-        return _Command(argv, self.pool_log)
+        process = _CTX.Process(target=_cli_child, args=(self.command, argv, self.pool_log), name="supervise")
+        process.start()
+        return process
 
     def pool_roles(self) -> dict[int, str]:
         """pid -> role of the supervisor's children, from its log ("worker-1 started (pid P)")."""
@@ -264,13 +258,13 @@ class _Harness:
 
     def victims(self) -> dict[str, list[int]]:
         roles = self.pool_roles()
-        pool = [pid for pid in _children(self.supervisor.pid) if not _gone(pid)]
+        pool = [pid for pid in _children(_pid(self.supervisor)) if not _gone(pid)]
         self.pool_pids.update(pool)
         return {
             "worker": [pid for pid in pool if roles.get(pid) == "worker"],
             "janitor": [pid for pid in pool if roles.get(pid) == "janitor"],
-            "replicate": [self.replicate.pid],
-            "supervisor": [self.supervisor.pid],
+            "replicate": [_pid(self.replicate)],
+            "supervisor": [_pid(self.supervisor)],
         }
 
     def kill_one(self, rng: random.Random) -> None:
@@ -278,7 +272,26 @@ class _Harness:
         kind = rng.choices(list(_WEIGHTS), weights=list(_WEIGHTS.values()))[0]
         if not victims[kind]:
             return
-        pid = rng.choice(victims[kind])
+        self._kill(kind, rng.choice(victims[kind]))
+
+    def kill_mid_write(self, timeout: float) -> None:
+        """Aim kills at writes in flight until one lands mid-write (or ``timeout`` passes).
+
+        Random kills land mid-write only by luck (about 1 run in 6 had none). A temp
+        file names its writer's pid, so: watch the directories, and SIGKILL the writer
+        of a temp file that is there now. The write may still finish first; then aim again.
+        """
+        deadline = time.monotonic() + timeout
+        while self.mid_write == 0 and time.monotonic() < deadline:
+            self.restart_the_dead()
+            kinds = {pid: kind for kind, pids in self.victims().items() if kind != "supervisor" for pid in pids}
+            writers = [pid for pid in self._temp_file_writers() if pid in kinds]
+            if writers:
+                self._kill(kinds[writers[0]], writers[0])
+            else:
+                time.sleep(0.0005)
+
+    def _kill(self, kind: str, pid: int) -> None:
         if kind == "supervisor":
             self._freeze_and_note_children(pid)
         with suppress(ProcessLookupError):
@@ -298,15 +311,21 @@ class _Harness:
         else:
             self.unconfirmed += 1
 
+    def _watched_directories(self) -> list[str]:
+        replica = Replica(self.replica)
+        return [replica.level_dir(level) for level in LEVELS] + [os.path.join(self.replica, STATE_DIR)]
+
+    def _temp_file_writers(self) -> list[int]:
+        """Pids named by the ltxpool temp files in the replica right now."""
+        pids = []
+        for directory in self._watched_directories():
+            with suppress(FileNotFoundError):
+                pids += [pid for pid in map(temp_file_writer, os.listdir(directory)) if pid is not None]
+        return pids
+
     def _left_a_temp_file(self, pid: int) -> bool:
         """Whether the dead process left a temp file (its pid is in the name): killed mid-write."""
-        marker = f".ltxpool-{pid}-"
-        replica = Replica(self.replica)
-        for directory in [replica.level_dir(level) for level in LEVELS] + [os.path.join(self.replica, STATE_DIR)]:
-            with suppress(FileNotFoundError):
-                if any(marker in name for name in os.listdir(directory)):
-                    return True
-        return False
+        return pid in self._temp_file_writers()
 
     def _freeze_and_note_children(self, pid: int) -> None:
         """Stop the supervisor first, so it cannot fork a child we would not know to reap."""
@@ -319,10 +338,10 @@ class _Harness:
         """The end: SIGKILL every process of the run, as a power cut would, and reap them all."""
         self.stop_app.set()
         self.app.join(30)
-        self._freeze_and_note_children(self.supervisor.pid)
+        self._freeze_and_note_children(_pid(self.supervisor))
         for process in (self.replicate, self.supervisor):
             with suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
+                os.kill(_pid(process), signal.SIGKILL)
             _reaped(process)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -336,7 +355,13 @@ class _Harness:
                     os.waitpid(pid, 0)
 
 
-def _reaped(process: Any) -> int | None:
+def _pid(process: BaseProcess) -> int:
+    """The pid of a started process (``pid`` is None only before ``start()``)."""
+    assert process.pid is not None, f"{process.name} was never started"
+    return process.pid
+
+
+def _reaped(process: BaseProcess) -> int | None:
     """Wait for a direct child to die and be reaped; its exit code (None if it did not die).
 
     Not ``join()``: that waits for the process sentinel, a pipe the supervisor's own
@@ -372,8 +397,12 @@ def _log_findings(harness: _Harness, report: ChaosReport) -> None:
         report.problems.append(f"{what} (not killed by us): {count} times")
 
 
-def run_chaos(config: ChaosConfig, progress: Callable[[str], None] | None = None) -> ChaosReport:
-    """Run the pool under random SIGKILLs for ``config.seconds``, kill it all, audit the replica."""
+def run_chaos(config: ChaosConfig, command: Command, progress: Callable[[str], None] | None = None) -> ChaosReport:
+    """Run the pool under random SIGKILLs for ``config.seconds``, kill it all, audit the replica.
+
+    ``command`` is the command line's ``main``: replicate and supervise run as forked
+    children calling it, so a restart after a kill costs a fork, not an interpreter start.
+    """
     os.makedirs(config.directory, exist_ok=True)
     database = os.path.join(config.directory, "app.db")
     replica = os.path.join(config.directory, "replica")
@@ -386,7 +415,7 @@ def run_chaos(config: ChaosConfig, progress: Callable[[str], None] | None = None
     report = ChaosReport(directory=config.directory)
     started = time.monotonic()
     with _subreaper():
-        harness = _Harness(config, database, replica, pool_config)
+        harness = _Harness(config, command, database, replica, pool_config)
         harness.start()
         try:
             deadline = started + config.seconds
@@ -399,6 +428,7 @@ def run_chaos(config: ChaosConfig, progress: Callable[[str], None] | None = None
                 if progress is not None and time.monotonic() >= next_progress:
                     progress(f"{time.monotonic() - started:.0f} s: {sum(harness.kills.values())} kills")
                     next_progress += 5
+            harness.kill_mid_write(timeout=config.seconds)
         finally:
             harness.kill_everything()
     report.seconds = time.monotonic() - started

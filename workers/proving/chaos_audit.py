@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ltxpool.errors import LtxpoolError
@@ -133,7 +134,7 @@ def _check_restore(replica: Replica, database: str, output: str, result: AuditRe
 def audit(replica: Replica, database: str, output: str) -> AuditResult:
     """Check every invariant a crash must not break; the findings are in ``problems``."""
     result = AuditResult()
-    checks = [
+    checks: list[tuple[str, Callable[[], None]]] = [
         ("final names", lambda: _check_final_names(replica, result)),
         ("orphan temp files", lambda: _check_orphans(replica, result)),
         ("locks", lambda: _check_locks(replica, result)),

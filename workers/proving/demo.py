@@ -32,12 +32,13 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from ltxpool.ltx import verify_file
 from ltxpool.replica.atomic import temp_name_for
 from ltxpool.replica.layout import LEVELS, Replica
 from ltxpool.replica.restore import restore
 from ltxpool.replicate.replicator import Replicator
-from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = ["DemoReport", "run_demo"]
 
@@ -72,7 +73,8 @@ interval = 0.5
 grace = 10
 """
 
-WORDS = "amber basil cedar delta ember fjord garnet harbor iris juniper kestrel lumen maple nova onyx".split()
+WORDS = ["amber", "basil", "cedar", "delta", "ember", "fjord", "garnet", "harbor", "iris", "juniper", "kestrel",
+         "lumen", "maple", "nova", "onyx"]
 
 
 @dataclass

@@ -39,6 +39,7 @@ __all__ = [
     "write_atomic",
     "temp_name_for",
     "is_ltxpool_temp",
+    "temp_file_writer",
     "fsync_directory",
     "FILE_MODE",
     "COPY_CHUNK",
@@ -48,7 +49,7 @@ __all__ = [
 FILE_MODE = 0o644
 COPY_CHUNK = 1 << 20
 
-_TEMP_RE = re.compile(r"^.+\.ltxpool-\d+-[0-9a-f]{8}\.tmp$")
+_TEMP_RE = re.compile(r"^.+\.ltxpool-(\d+)-[0-9a-f]{8}\.tmp$")
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -60,6 +61,12 @@ def temp_name_for(final_name: str) -> str:
 def is_ltxpool_temp(name: str) -> bool:
     """True for a temp name made by :func:`temp_name_for` (in any process)."""
     return _TEMP_RE.match(name) is not None
+
+
+def temp_file_writer(name: str) -> int | None:
+    """The pid of the process that made temp name ``name``; None if it is not ours."""
+    match = _TEMP_RE.match(name)
+    return int(match.group(1)) if match else None
 
 
 def fsync_directory(directory: str) -> None:

@@ -3,8 +3,9 @@
 A streaming k-way merge by page number: each input is decoded (and so verified) as a
 stream, the heap holds one page per input, and memory does not grow with the
 database. A page is copied with its LZ4 block as stored, not compressed again: a
-merge never changes page bytes, and compression was a third of its time. For each page number the newest input that holds it wins; pages beyond
-the last input's commit are dropped (the database shrank).
+merge never changes page bytes, and compression was a third of its time. For each
+page number the newest input that holds it wins; pages beyond the last input's
+commit are dropped (the database shrank).
 
 Output header, as superfly/ltx v0.5.2's ``Compactor`` (and Litestream, which sets
 ``HeaderFlagNoChecksum`` on every compaction) build it: page size, min TXID and
@@ -19,6 +20,7 @@ import heapq
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, TypeVar
 
 from ltxpool.ltx import (
@@ -95,7 +97,7 @@ def merge_pages(decoders: Sequence[Decoder], commit: int) -> Iterator[tuple[int,
 
 
 def check_chain(decoders: Sequence[Decoder]) -> None:
-    for before, after in zip(decoders, decoders[1:]):
+    for before, after in pairwise(decoders):
         if after.header.page_size != before.header.page_size:
             raise CorruptLTXError(
                 after.path, 8, f"page size {after.header.page_size} differs from {before.header.page_size} in "

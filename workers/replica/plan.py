@@ -10,11 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from ltxpool.replica.errors import RestorePlanError
 from ltxpool.replica.layout import COMPACTION_LEVELS, Listing, LtxFile
 
-__all__ = ["MAX_COMPACTION_INPUTS", "Plan", "current_generation", "plan_compaction", "plan_restore", "level_problems", "coverage_gaps", "RestorePlanError"]
+__all__ = [
+    "MAX_COMPACTION_INPUTS",
+    "Plan",
+    "current_generation",
+    "plan_compaction",
+    "plan_restore",
+    "level_problems",
+    "coverage_gaps",
+    "RestorePlanError",
+]
 
 
 @dataclass
@@ -142,7 +152,7 @@ def level_problems(listing: Listing) -> list[str]:
     """Gaps and overlaps between consecutive files of one level's current generation."""
     problems = []
     files = current_generation(listing.files)
-    for before, after in zip(files, files[1:]):
+    for before, after in pairwise(files):
         if after.min_txid <= before.max_txid:
             problems.append(f"overlap at level {listing.level}: {before.name} and {after.name}")
         elif after.min_txid > before.max_txid + 1:

@@ -27,14 +27,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
 from ltxpool.errors import LtxpoolError
 from ltxpool.replica.atomic import is_ltxpool_temp
 from ltxpool.replica.janitor import DEFAULT_FOREIGN_TEMP_AGE
 from ltxpool.replica.layout import LEVELS, Listing, Replica
 from ltxpool.replica.plan import coverage_gaps, level_problems
 from ltxpool.replica.quarantine import quarantined_files
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 __all__ = [
     "LevelStatus",
