@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from ltxpool.errors import LtxpoolError
-from ltxpool.pool.child import COMPACTED, COMPACTION_FAILED, JANITOR, JANITOR_FAILED
+from ltxpool.pool.events import Busy, Compacted, CompactionFailed, Event, JanitorFailed, JanitorReported, JanitorRound
 from ltxpool.pool.config import PoolConfig
 from ltxpool.pool.roles import janitor_main, worker_main
 from ltxpool.replica.atomic import temp_name_for
@@ -44,17 +44,17 @@ class Link:
 
     def __init__(self, seconds: float) -> None:
         self.deadline = time.monotonic() + seconds
-        self.events: list[tuple[float, str, Any]] = []
+        self.events: list[tuple[float, Event]] = []
 
     @property
     def stopping(self) -> bool:
         return time.monotonic() >= self.deadline
 
-    def send(self, kind: str, payload: Any = None) -> None:
-        self.events.append((time.monotonic(), kind, payload))
+    def send(self, event: Event) -> None:
+        self.events.append((time.monotonic(), event))
 
     def busy(self, what: str, lag: float = 0.0) -> None:
-        self.send("busy", (what, lag))
+        self.send(Busy(what, lag))
 
     def sleep(self, seconds: float) -> None:
         time.sleep(max(0.0, min(seconds, self.deadline - time.monotonic())))
@@ -117,12 +117,13 @@ FAST = CompactionSettings(intervals={1: 0.05, 2: 0.2, 3: 0.4}, snapshot_interval
 POLL = 0.02
 
 
-def failures_by_root(events: list[tuple[float, str, Any]], kind: str) -> dict[str, list[tuple[float, Any]]]:
-    found: dict[str, list[tuple[float, Any]]] = {}
-    for at, event, payload in events:
-        if event == kind:
-            root, error = payload
-            found.setdefault(root, []).append((at, error))
+def failures_by_root(
+    events: list[tuple[float, Event]], kind: type[CompactionFailed | JanitorFailed],
+) -> dict[str, list[tuple[float, BaseException]]]:
+    found: dict[str, list[tuple[float, BaseException]]] = {}
+    for at, event in events:
+        if isinstance(event, kind):
+            found.setdefault(event.replica, []).append((at, event.error))
     return found
 
 
@@ -149,7 +150,7 @@ def test_a_worker_retries_each_failing_replica_with_backoff_and_keeps_compacting
     worker.join()
     monkeypatch.undo()
 
-    failed = failures_by_root(link.events, COMPACTION_FAILED)
+    failed = failures_by_root(link.events, CompactionFailed)
     for name, (_, code, _, step) in WORKER_FAULTS.items():
         root = streams[name].replica.root
         attempts = failed.get(root, [])
@@ -169,8 +170,8 @@ def test_a_worker_retries_each_failing_replica_with_backoff_and_keeps_compacting
     healthy = streams["healthy"].replica.root
     assert healthy not in failed
     first_faults_done = max(attempts[0][0] for attempts in failed.values())
-    served_after = [at for at, kind, result in link.events
-                    if kind == COMPACTED and result.replica == healthy and at > first_faults_done]
+    served_after = [at for at, event in link.events
+                    if isinstance(event, Compacted) and event.result.replica == healthy and at > first_faults_done]
     assert len(served_after) >= 3, "the healthy replica was not served while the others failed"
 
     settings = CompactionSettings(intervals={1: 0.0, 2: 0.0, 3: 0.0}, snapshot_interval=0.0)
@@ -212,8 +213,8 @@ def test_a_janitor_goes_on_with_the_other_replicas_and_cleans_the_failing_one_on
     faults.run(janitor_main, link, config).join()
     monkeypatch.undo()
 
-    failed = failures_by_root(link.events, JANITOR_FAILED)
-    rounds = sum(1 for _, kind, _ in link.events if kind == "janitor_round")
+    failed = failures_by_root(link.events, JanitorFailed)
+    rounds = sum(1 for _, event in link.events if isinstance(event, JanitorRound))
     assert rounds >= 3
     for name, (_, code, _, step) in JANITOR_FAULTS.items():
         attempts = failed.get(streams[name].replica.root, [])
@@ -224,10 +225,10 @@ def test_a_janitor_goes_on_with_the_other_replicas_and_cleans_the_failing_one_on
                  if r.getMessage().startswith(f"{streams[name].replica.root}: janitor round failed:")]
         assert len(lines) == rounds
     assert not orphans["healthy"].exists()
-    assert [p for _, kind, p in link.events if kind == JANITOR and p.replica == streams["healthy"].replica.root]
+    assert [e for _, e in link.events if isinstance(e, JanitorReported) and e.report.replica == streams["healthy"].replica.root]
 
     link = Link(0.25)
     janitor_main(link, config)
-    assert not failures_by_root(link.events, JANITOR_FAILED)
+    assert not failures_by_root(link.events, JanitorFailed)
     assert not any(path.exists() for path in orphans.values())
     record("pool: janitor faults, one replica per errno", sum(len(a) for a in failed.values()), rounds=rounds)

@@ -18,12 +18,9 @@ Why one pipe per child rather than one shared queue: a SIGKILLed child can only
 cut its own pipe short (the parent reads EOF and drops it), whereas a shared
 ``multiprocessing.Queue`` has a writers' lock that a killed child could leave held.
 
-Events, child -> parent, each a ``(kind, payload)`` tuple of picklable values:
-``heartbeat``/``idle`` (None), ``busy`` ((what, lag seconds)), ``compacted``
-(CompactionResult), ``compaction_failed`` ((replica, error)), ``janitor``
-(JanitorReport), ``janitor_round`` (replicas done), ``janitor_failed``
-((replica, error)), ``crashed`` (one line). Errors are ltxpool's own exceptions,
-which pickle with their path, step and errno.
+Events, child -> parent, are the frozen dataclasses of ``ltxpool.pool.events``
+(``Heartbeat``, ``Idle``, ``Busy``, ``Compacted``, ``CompactionFailed``,
+``JanitorReported``, ``JanitorRound``, ``JanitorFailed``, ``Crashed``).
 """
 
 from __future__ import annotations
@@ -41,33 +38,10 @@ from multiprocessing.context import ForkContext
 from types import FrameType
 from typing import Any
 
+from ltxpool.pool.events import Busy, Crashed, Event, Heartbeat, Idle
 from ltxpool.pool.logging import set_role
 
-__all__ = [
-    "ChildLink",
-    "ChildProcess",
-    "child_main",
-    "describe_exit",
-    "HEARTBEAT",
-    "IDLE",
-    "BUSY",
-    "COMPACTED",
-    "COMPACTION_FAILED",
-    "JANITOR",
-    "JANITOR_ROUND",
-    "JANITOR_FAILED",
-    "CRASHED",
-]
-
-HEARTBEAT = "heartbeat"
-IDLE = "idle"
-BUSY = "busy"
-COMPACTED = "compacted"
-COMPACTION_FAILED = "compaction_failed"
-JANITOR = "janitor"
-JANITOR_ROUND = "janitor_round"
-JANITOR_FAILED = "janitor_failed"
-CRASHED = "crashed"
+__all__ = ["ChildLink", "ChildProcess", "child_main", "describe_exit"]
 
 #: The longest a child sleeps without checking that its parent still exists.
 _PARENT_CHECK = 1.0
@@ -94,10 +68,10 @@ class ChildLink:
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
 
-    def send(self, kind: str, payload: Any = None) -> None:
+    def send(self, event: Event) -> None:
         """Tell the parent something; a parent that is gone means: stop."""
         try:
-            self._conn.send((kind, payload))
+            self._conn.send(event)
         except OSError:
             self.stopping = True
         self._last_sent = time.monotonic()
@@ -105,18 +79,18 @@ class ChildLink:
     def busy(self, what: str, lag: float = 0.0) -> None:
         """About to work on one item: the parent's hang deadline starts now."""
         self._busy = True
-        self.send(BUSY, (what, lag))
+        self.send(Busy(what, lag))
 
     def sleep(self, seconds: float) -> None:
         """Sleep up to ``seconds``, waking at once on SIGTERM; keep the parent informed."""
         if self._busy:
             self._busy = False
-            self.send(IDLE)
+            self.send(Idle())
         deadline = time.monotonic() + seconds
         while not self.stopping:
             now = time.monotonic()
             if now - self._last_sent >= self._heartbeat_interval:
-                self.send(HEARTBEAT)
+                self.send(Heartbeat())
             if os.getppid() != self._parent:
                 log.warning("supervisor (pid %d) is gone; stopping", self._parent)
                 self.stopping = True
@@ -147,7 +121,7 @@ def child_main(role: str, target: Callable[..., None], conn: Connection, parents
         target(link, *args)
     except Exception as exc:
         log.critical("crashed: %s: %s", type(exc).__name__, exc, exc_info=True)
-        link.send(CRASHED, f"{type(exc).__name__}: {exc}")
+        link.send(Crashed(f"{type(exc).__name__}: {exc}"))
         sys.exit(1)
 
 
@@ -206,9 +180,9 @@ class ChildProcess:
     def exitcode(self) -> int | None:
         return self.process.exitcode
 
-    def receive(self) -> list[tuple[str, Any]]:
+    def receive(self) -> list[Event]:
         """Every event the child has sent so far (none blocks)."""
-        events: list[tuple[str, Any]] = []
+        events: list[Event] = []
         while self.conn is not None and self.conn.poll():
             try:
                 event = self.conn.recv()
@@ -219,13 +193,13 @@ class ChildProcess:
             events.append(event)
         if events:
             self.last_heard = time.monotonic()
-        for kind, payload in events:
-            if kind == BUSY:
-                self.doing = payload[0]
-            elif kind in (IDLE, HEARTBEAT):
+        for event in events:
+            if isinstance(event, Busy):
+                self.doing = event.what
+            elif isinstance(event, Idle | Heartbeat):
                 self.doing = "idle"
-            elif kind == CRASHED:
-                self.last_error = payload
+            elif isinstance(event, Crashed):
+                self.last_error = event.line
         return events
 
     def signal(self, signum: int) -> None:

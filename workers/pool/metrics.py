@@ -1,9 +1,9 @@
 """The supervisor's Prometheus metrics: what the children report, plus the status gauges.
 
-Children never touch a registry: they send events over their pipe (``ltxpool.pool.child``)
+Children never touch a registry: they send events (``ltxpool.pool.events``) over their pipe
 and the supervisor counts them here, so one registry in one process holds every
 counter and a child's restart loses none. ``serve`` exposes this registry and a
-:class:`workers.status.StatusCollector` (per replica and level, read at scrape
+:class:`ltxpool.replica.status.StatusCollector` (per replica and level, read at scrape
 time) over HTTP. Labels stay few on purpose: ``level`` and ``role`` are small sets;
 ``replica`` appears only on the failure counters, which exist for failing replicas.
 """
@@ -11,7 +11,6 @@ time) over HTTP. Labels stay few on purpose: ``level`` and ``role`` are small se
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,14 +20,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from ltxpool.pool.child import (
-    BUSY,
-    COMPACTED,
-    COMPACTION_FAILED,
-    JANITOR,
-    JANITOR_FAILED,
-    JANITOR_ROUND,
-)
+from ltxpool.pool.events import Busy, Compacted, CompactionFailed, Event, JanitorFailed, JanitorReported, JanitorRound
 from ltxpool.replica.compactor import CompactionResult
 from ltxpool.replica.janitor import JanitorReport
 from ltxpool.replica.status import StatusCollector
@@ -77,20 +69,20 @@ class PoolMetrics:
                                   ["role"], registry=r)
         self.children = Gauge("ltxpool_children", "Running child processes", ["role"], registry=r)
 
-    def record(self, kind: str, payload: Any) -> None:
+    def record(self, event: Event) -> None:
         """Count one event from a child."""
-        if kind == COMPACTED:
-            self._compacted(payload)
-        elif kind == COMPACTION_FAILED:
-            self.compaction_failures.labels(payload[0]).inc()
-        elif kind == JANITOR:
-            self._janitor(payload)
-        elif kind == JANITOR_ROUND:
+        if isinstance(event, Compacted):
+            self._compacted(event.result)
+        elif isinstance(event, CompactionFailed):
+            self.compaction_failures.labels(event.replica).inc()
+        elif isinstance(event, JanitorReported):
+            self._janitor(event.report)
+        elif isinstance(event, JanitorRound):
             self.janitor_rounds.inc()
-        elif kind == JANITOR_FAILED:
-            self.janitor_failures.labels(payload[0]).inc()
-        elif kind == BUSY and payload[0].startswith("compacting"):
-            self.schedule_lag.observe(payload[1])
+        elif isinstance(event, JanitorFailed):
+            self.janitor_failures.labels(event.replica).inc()
+        elif isinstance(event, Busy) and event.what.startswith("compacting"):
+            self.schedule_lag.observe(event.lag)
 
     def _compacted(self, result: CompactionResult) -> None:
         level = str(result.level)

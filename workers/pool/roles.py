@@ -23,15 +23,9 @@ import logging
 import time
 
 from ltxpool.errors import LtxpoolError
-from ltxpool.pool.child import (
-    COMPACTED,
-    COMPACTION_FAILED,
-    JANITOR,
-    JANITOR_FAILED,
-    JANITOR_ROUND,
-    ChildLink,
-)
+from ltxpool.pool.child import ChildLink
 from ltxpool.pool.config import PoolConfig
+from ltxpool.pool.events import Compacted, CompactionFailed, JanitorFailed, JanitorReported, JanitorRound
 from ltxpool.pool.schedule import ReplicaSchedule
 from ltxpool.replica.compactor import compaction_pass
 from ltxpool.replica.janitor import JanitorReport, janitor_pass
@@ -66,10 +60,10 @@ def worker_main(link: ChildLink, index: int, config: PoolConfig) -> None:
         except (LtxpoolError, OSError) as exc:
             delay = schedule.failed(position, time.time())
             log.error("%s: compaction failed: %s (retry in %.0f s)", replica.root, exc, delay)
-            link.send(COMPACTION_FAILED, (replica.root, exc))
+            link.send(CompactionFailed(replica.root, exc))
             continue
         for result in results:
-            link.send(COMPACTED, result)
+            link.send(Compacted(result))
         schedule.finished(position, time.time(), progressed=bool(results))
 
 
@@ -127,12 +121,12 @@ def janitor_main(link: ChildLink, config: PoolConfig) -> None:
                 verified.prune_if_grown(replica)
             except (LtxpoolError, OSError) as exc:
                 log.error("%s: janitor round failed: %s", replica.root, exc)
-                link.send(JANITOR_FAILED, (replica.root, exc))
+                link.send(JanitorFailed(replica.root, exc))
                 continue
             _log_report(report, problems[replica.root])
             if report.orphans_removed or report.retention_removed or report.quarantined or report.busy_dirs \
                     or report.lock_waits:
-                link.send(JANITOR, report)
+                link.send(JanitorReported(report))
             done += 1
-        link.send(JANITOR_ROUND, done)
+        link.send(JanitorRound(done))
         link.sleep(config.janitor_interval - (time.monotonic() - started))

@@ -26,10 +26,10 @@ from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
 
 from ltxpool.pool.child import ChildProcess, describe_exit
 from ltxpool.pool.errors import CrashLoop
+from ltxpool.pool.events import Event
 
 __all__ = ["RestartPolicy", "CrashLoop", "Slot", "Watcher"]
 
@@ -73,7 +73,7 @@ class Watcher:
     def __init__(self, role: str, count: int, spawn: Callable[[str, int], ChildProcess], policy: RestartPolicy,
                  on_restart: Callable[[str], None] | None = None,
                  on_hang_kill: Callable[[str], None] | None = None,
-                 on_event: Callable[[str, Any], None] | None = None) -> None:
+                 on_event: Callable[[Event], None] | None = None) -> None:
         self.role = role
         self.count = count
         self.spawn = spawn
@@ -105,9 +105,9 @@ class Watcher:
                 self._deliver(child)
 
     def _deliver(self, child: ChildProcess) -> None:
-        for kind, payload in child.receive():
+        for event in child.receive():
             if self._on_event is not None:
-                self._on_event(kind, payload)
+                self._on_event(event)
 
     def reconcile(self, now: float, stopping: bool = False) -> float:
         """Reap, kill the hung, start the missing, stop the extras; returns when to call again."""
