@@ -28,7 +28,6 @@ frames, the page after the lock page, every error) to ``_slow_frame``.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator
 from typing import Any, BinaryIO, NamedTuple
 
@@ -36,7 +35,7 @@ from fastcrc.crc64 import go_iso
 from lz4.block import LZ4BlockError
 from lz4.block import decompress as _lz4_decompress
 
-from ltxpool.ltx.checksum import CHECKSUM_FLAG, lock_page, page_checksum
+from ltxpool.ltx.checksum import CHECKSUM_FLAG, combine, lock_page, page_checksum
 from ltxpool.ltx.errors import CorruptLTXError, PayloadError
 from ltxpool.ltx.header import (
     HEADER_SIZE,
@@ -49,6 +48,7 @@ from ltxpool.ltx.header import (
 )
 from ltxpool.ltx.index import INDEX_TAIL_SIZE
 from ltxpool.ltx.index_check import FrameLog, explain_mismatch
+from ltxpool.ltx.layout import PAGE_HEADER, SIZED_PAGE_HEADER, U64
 from ltxpool.ltx.lookup import PageIndex, load_page_index, read_frame
 from ltxpool.ltx.payload import (
     LEGACY_V2_FLAGS,
@@ -63,10 +63,8 @@ from ltxpool.ltx.reader import ChunkReader
 
 __all__ = ["Decoder", "Frame"]
 
-_FRAME_HEADER = struct.Struct(">IHI")
-_U64 = struct.Struct(">Q")
-_PAGE_HEADER_SIZE = 6
-_SIZED_HEADER_SIZE = 10
+_PAGE_HEADER_SIZE = PAGE_HEADER.size
+_SIZED_HEADER_SIZE = SIZED_PAGE_HEADER.size
 _END_MARKER = bytes(_PAGE_HEADER_SIZE)
 _TAIL = INDEX_TAIL_SIZE + TRAILER_SIZE
 # Bytes 0x00-0x7f end a varint; deleting them counts varints in C.
@@ -157,7 +155,7 @@ class Decoder:
         page_size, commit, snapshot = header.page_size, header.commit, header.is_snapshot
         lock = lock_page(page_size)
         block_limit = max_block_size(page_size)
-        unpack = _FRAME_HEADER.unpack_from
+        unpack = SIZED_PAGE_HEADER.unpack_from
         crc = self._crc
         database = CHECKSUM_FLAG if snapshot and not header.no_checksum else None
         log = FrameLog() if self.verify_index else None
@@ -215,7 +213,7 @@ class Decoder:
                 if pgno > lock:
                     bound = commit
             if database is not None:
-                database = CHECKSUM_FLAG | (database ^ page_checksum(pgno, page))
+                database = combine(database, page_checksum(pgno, page))
             prev = pgno
             count += 1
             if as_pages:
@@ -256,7 +254,7 @@ class Decoder:
         if header.is_snapshot and pgno != expected:
             raise CorruptLTXError(path, offset, f"snapshot lacks page {expected} (next frame holds page {pgno})")
         if flags == PAGE_FLAG_SIZE:
-            payload_size = _FRAME_HEADER.unpack_from(reader.buf, pos)[2]
+            payload_size = SIZED_PAGE_HEADER.unpack_from(reader.buf, pos)[2]
             if payload_size > max_block_size(header.page_size):
                 raise CorruptLTXError(
                     path, offset + 6, f"page {pgno}: compressed size {payload_size} impossible for {header.page_size}-byte pages"
@@ -318,7 +316,7 @@ class Decoder:
             raise CorruptLTXError(
                 path, file_size, f"file truncated: {file_size - index_start} bytes after the pages, too few for index and trailer"
             )
-        (stored_length,) = _U64.unpack_from(held)
+        (stored_length,) = U64.unpack_from(held)
         if stored_length != index_length:
             raise CorruptLTXError(
                 path,

@@ -12,10 +12,10 @@ of the file: trailer (16) and length (8) come last.
 
 from __future__ import annotations
 
-import struct
 from typing import NamedTuple
 
 from ltxpool.ltx.errors import VarintError
+from ltxpool.ltx.layout import SIZED_PAGE_HEADER
 
 __all__ = [
     "IndexEntry",
@@ -30,7 +30,6 @@ MAX_UVARINT_SIZE = 10
 # The u64 index length that sits between the index entries and the trailer.
 INDEX_TAIL_SIZE = 8
 
-_RECORDS = struct.Struct(">IHI")
 
 
 class IndexEntry(NamedTuple):
@@ -73,7 +72,7 @@ def encode_entries(records: bytes | bytearray, offset: int) -> tuple[bytearray, 
     """
     out = bytearray()
     append = out.append
-    for pgno, _, payload in _RECORDS.iter_unpack(records):
+    for pgno, _, payload in SIZED_PAGE_HEADER.iter_unpack(records):
         size = payload + 10
         for value in (pgno, offset, size):
             while value >= 0x80:

@@ -12,7 +12,6 @@ agrees with *every* frame, and the file checksum, only a full verification knows
 from __future__ import annotations
 
 import os
-import struct
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import BinaryIO
 from ltxpool.ltx.errors import CorruptLTXError, LtxReadError, PayloadError, VarintError
 from ltxpool.ltx.header import HEADER_SIZE, TRAILER_SIZE, Header
 from ltxpool.ltx.index import INDEX_TAIL_SIZE, IndexEntry, read_uvarint
+from ltxpool.ltx.layout import PAGE_HEADER, U32, U64
 from ltxpool.ltx.payload import (
     PAGE_FLAG_SIZE,
     decompress_block,
@@ -31,9 +31,6 @@ from ltxpool.ltx.payload import (
 
 __all__ = ["PageIndex", "load_page_index", "read_frame"]
 
-_PAGE_HEADER = struct.Struct(">IH")
-_SIZE = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
 _END_MARKER_SIZE = 6
 
 
@@ -66,7 +63,7 @@ def load_page_index(stream: BinaryIO, path: str, header: Header) -> PageIndex:
         if file_size < HEADER_SIZE + _END_MARKER_SIZE + 1 + tail:
             raise CorruptLTXError(path, file_size, f"file of {file_size} bytes is too short to hold a page index")
         stream.seek(file_size - tail)
-        (length,) = _U64.unpack(_read_exact(stream, path, INDEX_TAIL_SIZE))
+        (length,) = U64.unpack(_read_exact(stream, path, INDEX_TAIL_SIZE))
         start = file_size - tail - length
         if length < 1 or start < HEADER_SIZE + _END_MARKER_SIZE:
             raise CorruptLTXError(path, file_size - tail, f"page index length {length} impossible in a {file_size}-byte file")
@@ -74,7 +71,7 @@ def load_page_index(stream: BinaryIO, path: str, header: Header) -> PageIndex:
         raw = _read_exact(stream, path, length)
     pgnos, offsets, sizes = array("I"), array("Q"), array("I")
     frames_end = start - _END_MARKER_SIZE
-    frame_limit = _PAGE_HEADER.size + max_legacy_frame_size(header.page_size)
+    frame_limit = PAGE_HEADER.size + max_legacy_frame_size(header.page_size)
     pos = prev = 0
     try:
         while True:
@@ -104,14 +101,14 @@ def read_frame(stream: BinaryIO, path: str, header: Header, entry: IndexEntry) -
     with _Restore(stream, path):
         stream.seek(entry.offset)
         raw = memoryview(_read_exact(stream, path, entry.size))
-    if entry.size < _PAGE_HEADER.size + 1:
+    if entry.size < PAGE_HEADER.size + 1:
         raise CorruptLTXError(path, entry.offset, f"page index: frame of page {entry.pgno} too small ({entry.size})")
-    pgno, flags = _PAGE_HEADER.unpack_from(raw)
+    pgno, flags = PAGE_HEADER.unpack_from(raw)
     if pgno != entry.pgno:
         raise CorruptLTXError(path, entry.offset, f"page index points page {entry.pgno} at the frame of page {pgno}")
     if flags == PAGE_FLAG_SIZE:
         payload_offset = 10
-        if entry.size <= payload_offset or _SIZE.unpack_from(raw, 6)[0] != entry.size - payload_offset:
+        if entry.size <= payload_offset or U32.unpack_from(raw, 6)[0] != entry.size - payload_offset:
             raise CorruptLTXError(path, entry.offset + 6, f"page {pgno}: frame size disagrees with the page index")
     elif flags == 0:
         payload_offset = 6

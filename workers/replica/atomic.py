@@ -29,7 +29,6 @@ import re
 import secrets
 from collections.abc import Iterable
 from types import TracebackType
-from typing import BinaryIO
 
 from ltxpool.locks.dirlock import DirLock
 from ltxpool.replica.errors import AtomicWriteError
@@ -142,11 +141,6 @@ class AtomicWriter:
                 self.bytes_written += written
         except OSError as exc:
             raise self._fail("write", exc) from exc
-
-    def copy_from(self, stream: BinaryIO, chunk_size: int = COPY_CHUNK) -> None:
-        """Copy a readable binary stream to the end, ``chunk_size`` bytes at a time."""
-        while chunk := stream.read(chunk_size):
-            self.write(chunk)
 
     def commit(self) -> None:
         """fsync, close, stat-verify, rename, fsync the directory."""

@@ -37,7 +37,7 @@ from ltxpool.ltx.errors import CorruptLTXError
 
 _Item = TypeVar("_Item", bound=tuple[Any, ...])
 
-__all__ = ["check_chain", "merged_header", "merge_frames", "merge_pages", "merge_files", "MergeResult"]
+__all__ = ["check_chain", "open_chain", "merged_header", "merge_frames", "merge_pages", "merge_files", "MergeResult"]
 
 
 @dataclass(frozen=True)
@@ -109,12 +109,17 @@ def check_chain(decoders: Sequence[Decoder]) -> None:
             )
 
 
+def open_chain(stack: ExitStack, paths: Sequence[str]) -> tuple[list[Decoder], Header]:
+    """Open the decoders of a contiguous chain (closed with ``stack``), check it, merge the headers."""
+    decoders = [stack.enter_context(open_ltx(path)) for path in paths]
+    check_chain(decoders)
+    return decoders, merged_header([d.header for d in decoders])
+
+
 def merge_files(paths: Sequence[str], sink: Sink) -> MergeResult:
     """Merge the LTX files at ``paths`` (a contiguous chain, oldest first) into ``sink``."""
     with ExitStack() as stack:
-        decoders = [stack.enter_context(open_ltx(path)) for path in paths]
-        check_chain(decoders)
-        header = merged_header([d.header for d in decoders])
+        decoders, header = open_chain(stack, paths)
         encoder = Encoder(sink, header)
         pages = 0
         try:

@@ -19,17 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ltxpool.ltx import (
-    CHECKSUM_FLAG,
+    EMPTY_DATABASE_CHECKSUM,
     HEADER_FLAG_NO_CHECKSUM,
+    combine,
     lock_page,
-    open_ltx,
     page_checksum,
 )
 from ltxpool.ltx.errors import CorruptLTXError
 from ltxpool.replica.atomic import COPY_CHUNK, AtomicWriter
 from ltxpool.replica.errors import IntegrityCheckError, OutputExistsError
 from ltxpool.replica.layout import Replica
-from ltxpool.replica.merge import check_chain, merge_pages, merged_header
+from ltxpool.replica.merge import merge_pages, open_chain
 from ltxpool.replica.plan import plan_restore
 
 __all__ = ["RestoreResult", "restore", "integrity_check"]
@@ -73,13 +73,11 @@ def restore(
         raise OutputExistsError(output, "restore", errno.EEXIST, "output already exists; restore writes a new file")
     plan = plan_restore(replica.list_all(), txid)
     with ExitStack() as stack:
-        decoders = [stack.enter_context(open_ltx(f.path)) for f in plan.inputs]
-        check_chain(decoders)
-        header = merged_header([d.header for d in decoders])
+        decoders, header = open_chain(stack, [f.path for f in plan.inputs])
         writer = stack.enter_context(AtomicWriter(output))
         lock = lock_page(header.page_size)
         zero_page = bytes(header.page_size)
-        database = CHECKSUM_FLAG
+        database = EMPTY_DATABASE_CHECKSUM
         buffer = bytearray()
         expected = 1
         for pgno, data in merge_pages(decoders, header.commit):
@@ -89,7 +87,7 @@ def restore(
                 buffer += zero_page
                 expected += 1
             buffer += data
-            database ^= page_checksum(pgno, data)
+            database = combine(database, page_checksum(pgno, data))
             expected = pgno + 1
             if len(buffer) >= COPY_CHUNK:
                 writer.write(buffer)
@@ -103,10 +101,10 @@ def restore(
         trailer = decoders[-1].trailer
         assert trailer is not None, "merge_pages reads every input to its end"
         checked = not header.flags & HEADER_FLAG_NO_CHECKSUM and trailer.post_apply_checksum != 0
-        if checked and CHECKSUM_FLAG | database != trailer.post_apply_checksum:
+        if checked and database != trailer.post_apply_checksum:
             raise CorruptLTXError(
                 plan.inputs[-1].path, 0,
-                f"restored database checksum {CHECKSUM_FLAG | database:016x} is not the post-apply checksum "
+                f"restored database checksum {database:016x} is not the post-apply checksum "
                 f"{trailer.post_apply_checksum:016x}",
             )
         if check_integrity:
