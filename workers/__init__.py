@@ -5,3 +5,5 @@ Layers, each a sub-package with a facade, imports pointing one way only
 
     errors <- locks <- ltx <- replica <- replicate <- pool <- proving <- cli
 """
+
+__all__: list[str] = []

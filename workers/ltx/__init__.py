@@ -7,7 +7,7 @@ size, commit, min/max TXID, timestamp, pre-apply checksum, WAL offset/size/salts
 node ID), page frames with the size flag and LZ4 blocks, end marker, page index,
 index length, trailer (post-apply and file checksum). Legacy LZ4-frame pages (ltx
 v0.5.0/v0.5.1, Litestream 0.5.0-0.5.15) are decoded too. Every malformed input
-raises ``workers.errors.CorruptLTXError`` naming the byte where it went wrong.
+raises ``ltxpool.ltx.errors.CorruptLTXError`` naming the byte where it went wrong.
 
 Modules, one job each: ``checksum`` (CRC-64, page and database checksums, lock
 page), ``header`` (header/trailer layout and rules), ``payload`` (LZ4 page payloads,
