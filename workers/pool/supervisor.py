@@ -61,7 +61,7 @@ from ltxpool.pool.metrics import PoolMetrics
 from ltxpool.pool.roles import janitor_main, worker_main
 from ltxpool.pool.watcher import Watcher
 from ltxpool.replica.janitor import sweep_temp_files
-from ltxpool.replica.layout import LEVELS, Replica
+from ltxpool.replica.layout import Replica
 
 __all__ = ["Supervisor", "remove_orphans", "EXIT_OK", "EXIT_GAVE_UP", "EXIT_INTERRUPTED"]
 
@@ -255,10 +255,7 @@ def remove_orphans(config: PoolConfig) -> int:
     removed = 0
     for root in config.replicas:
         replica = Replica(root)
-        for level in LEVELS:
-            directory = replica.level_dir(level)
-            if not os.path.isdir(directory) or replica.symlink_on_path(level):
-                continue
+        for _level, directory in replica.safe_level_dirs():
             try:
                 with DirLock(directory) as lock:
                     swept = sweep_temp_files(directory, lock, foreign_age=config.janitor.foreign_temp_age,

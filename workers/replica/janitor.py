@@ -29,7 +29,7 @@ from ltxpool.ltx import verify_file
 from ltxpool.ltx.errors import CorruptLTXError
 from ltxpool.replica.atomic import is_ltxpool_temp
 from ltxpool.replica.errors import JanitorError
-from ltxpool.replica.layout import LEVELS, Replica
+from ltxpool.replica.layout import Replica
 from ltxpool.replica.quarantine import quarantine
 from ltxpool.replica.retention import RetentionPolicy, plan_retention
 
@@ -202,10 +202,7 @@ def janitor_pass(
     verified = set() if verified is None else verified
     locks: dict[int, DirLock] = {}
     try:
-        for level in LEVELS:
-            directory = replica.level_dir(level)
-            if not os.path.isdir(directory) or replica.symlink_on_path(level):
-                continue
+        for level, directory in replica.safe_level_dirs():
             locks[level] = DirLock(directory)
             swept = sweep_temp_files(directory, locks[level], foreign_age=settings.foreign_temp_age,
                                      timeout=settings.cleaning_timeout)

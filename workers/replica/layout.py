@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ltxpool.ltx import parse_filename
@@ -116,6 +117,17 @@ class Replica:
             if os.path.islink(path):
                 return path
         return None
+
+    def safe_level_dirs(self) -> Iterator[tuple[int, str]]:
+        """``(level, directory)`` of each level directory that exists and is reached without a symlink.
+
+        The directories a sweep may enter. Lazy on purpose: each level is checked just
+        before the caller enters it, not before the caller's waits on earlier levels.
+        """
+        for level in LEVELS:
+            directory = self.level_dir(level)
+            if os.path.isdir(directory) and not self.symlink_on_path(level):
+                yield level, directory
 
     def ensure_level_dir(self, level: int, *, parents: bool = True) -> str:
         """Create the level directory if needed; refuse one reached through a symlink.
