@@ -17,7 +17,7 @@ import pytest
 from ltxpool.replica.layout import Replica
 from ltxpool.replica.restore import restore
 from tests.support.helpers import FORK, run_ltxpool
-from tests.support.ingest_workload import CHANGES, Database, restored_bytes
+from tests.support.replicate_workload import CHANGES, Database, restored_bytes
 
 PROGRESS = re.compile(r"^txid (\d+): (\d+) pages changed, (\d+) bytes( \(snapshot\))?$")
 RESUMED = re.compile(r"^replicating .*: (?:empty replica|resumed at TXID (\d+)|replayed TXID \d+-(\d+) from level 0|rebuilt the state of TXID (\d+) from the replica)$")

@@ -5,7 +5,7 @@
 - ``ltx_bytes``: LTX files built byte by byte, and the bitwise CRC-64 reference;
 - ``plans``: replica listings written as TXID ranges;
 - ``synthetic``: a replica fed with generated LTX files;
-- ``ingest_workload``: an application database and its replay oracle;
+- ``replicate_workload``: an application database and its replay oracle;
 - ``litestream_peer``: the real Litestream 0.5.17 binary;
 - ``fault_counts``: how often each fault was really exercised;
 - ``rss``: peak-RSS probes for the benchmarks.

@@ -23,7 +23,7 @@ from ltxpool.replicate.errors import (
 from ltxpool.replicate.replicator import Replicator
 from ltxpool.replicate.sqlite_source import RollbackPosition, SqliteSource, WalPosition
 from ltxpool.replicate.state import STATE_DIR
-from tests.support.ingest_workload import CHANGES, Database, restored_bytes
+from tests.support.replicate_workload import CHANGES, Database, restored_bytes
 
 MODES = ["wal", "delete"]
 
