@@ -13,8 +13,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from locks.errors import LockFileError
-from locks.lockfile import LockFile
+from ltxpool.locks.errors import LockFileError
+from ltxpool.locks.lockfile import LockFile
 
 __all__ = ["Claim", "CLAIM_NAME"]
 

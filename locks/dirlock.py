@@ -27,7 +27,7 @@ unlocked rate), 16 exclusive slot locks keep them overlapping (~0.93). So:
   never starves; if that exceeds its timeout it drops what it holds and raises
   :class:`LockTimeout` (skip the directory until the next round). It never blocks
   forever. (The janitor also lists a directory *before* locking and locks only when
-  there is a temp file to remove, see ``workers.janitor``.)
+  there is a temp file to remove, see ``ltxpool.replica.janitor``.)
 * flock is released by the kernel when a process dies, so a SIGKILLed holder never
   leaves the directory locked.
 
@@ -61,8 +61,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from locks.errors import LockFileError, LockTimeout
-from locks.lockfile import LockFile
+from ltxpool.locks.errors import LockFileError, LockTimeout
+from ltxpool.locks.lockfile import LockFile
 
 __all__ = ["DirLock", "GATE_NAME", "SLOT_PREFIX", "DEFAULT_SLOTS", "DEFAULT_PATIENCE", "wait_for"]
 

@@ -21,7 +21,7 @@ import stat
 
 from filelock import lock_descriptor, unlock_descriptor
 
-from locks.errors import LockFileError
+from ltxpool.locks.errors import LockFileError
 
 __all__ = ["LockFile", "LOCK_FILE_MODE"]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Child
+from tests.support.helpers import Child
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,2 +1,9 @@
-"""ltxpool's workers: the LTX codec, the replica directory and its atomic writer,
-compaction, the janitor, ingest, restore, the supervisor and the command line."""
+"""ltxpool: keeps SQLite/LTX replica directories healthy on one host.
+
+Layers, each a sub-package with a facade, imports pointing one way only
+(checked by tests/unit/test_layering.py)::
+
+    errors <- locks <- ltx <- replica <- replicate <- pool <- proving <- cli
+"""
+
+__all__: list[str] = []

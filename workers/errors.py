@@ -1,41 +1,43 @@
-"""ltxpool's error types, in one place, for everything under `workers/`.
+"""The root of every error ltxpool raises.
 
-All derive from :class:`locks.errors.LtxpoolError` (path, step, errno, reason) and
-pickle, because they cross from a worker process to the supervisor. "Nothing to do"
-is never an error: it is a return value.
+It lives at the bottom, below every layer, so that each layer's own ``errors``
+module (``ltxpool.locks.errors``, ``ltxpool.ltx.errors``, ``ltxpool.replica.errors``,
+``ltxpool.replicate.errors``, ``ltxpool.pool.errors``) can derive from it while
+importing nothing above itself. Each error carries the path it concerns, the step
+that failed and the errno (``None`` where no system call failed). Errors cross
+process boundaries (a worker's failure is logged and counted by the supervisor), so
+each class says how it pickles with an explicit ``__reduce__`` (as filelock does):
+its constructor and the arguments to call it with. "Nothing to do" is never an
+error: it is a return value.
 """
 
 from __future__ import annotations
 
+import errno as errno_names
 import os
+from typing import Any, Self
 
-from locks.errors import LockFileError, LockTimeout, LtxpoolError
-
-__all__ = [
-    "LtxpoolError",
-    "LockTimeout",
-    "LockFileError",
-    "AtomicWriteError",
-    "CorruptLTXError",
-    "ConfigError",
-]
+__all__ = ["LtxpoolError"]
 
 
-class AtomicWriteError(LtxpoolError):
-    """A step of the atomic writer failed; the temp file is gone and the final name untouched."""
+class LtxpoolError(Exception):
+    """Root of ltxpool's errors: a path, the step that failed, an errno and a reason."""
 
+    def __init__(self, path: str | os.PathLike[str], step: str, errno: int | None, reason: str) -> None:
+        super().__init__(os.fspath(path), step, errno, reason)
+        self.path = os.fspath(path)
+        self.step = step
+        self.errno = errno
+        self.reason = reason
 
-class CorruptLTXError(LtxpoolError):
-    """An LTX file is malformed; ``offset`` is the byte where the problem was found."""
-
-    def __init__(self, path: str | os.PathLike[str], offset: int, reason: str) -> None:
-        LtxpoolError.__init__(self, path, "decode", None, reason)
-        self.args = (os.fspath(path), offset, reason)
-        self.offset = offset
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.__class__, (self.path, self.step, self.errno, self.reason)
 
     def __str__(self) -> str:
-        return f"{self.path}: corrupt at byte {self.offset}: {self.reason}"
+        code = f" [{errno_names.errorcode.get(self.errno, self.errno)}]" if self.errno else ""
+        return f"{self.path}: {self.step}: {self.reason}{code}"
 
-
-class ConfigError(LtxpoolError):
-    """A configuration value or command-line argument is invalid; ``step`` names the key."""
+    @classmethod
+    def from_oserror(cls, path: str | os.PathLike[str], step: str, exc: OSError) -> Self:
+        """Wrap an OSError so that the step that failed travels with it."""
+        return cls(path, step, exc.errno, exc.strerror or str(exc))

@@ -1,6 +1,6 @@
 """LTX codec throughput against its practical limit, and its memory bound.
 
-Run alone: ``python tests/bench/bench_codec.py [--mib 64]``.
+Run alone: ``python -m tests.bench.bench_codec [--mib 64]``.
 
 The limit is the bare work no LTX codec can avoid: LZ4-compress (or decompress)
 every page and CRC it, in one tight loop over the same pages. Encode and
@@ -28,14 +28,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
+import lz4.block
+from fastcrc.crc64 import go_iso
 
-import lz4.block  # noqa: E402
-from fastcrc.crc64 import go_iso  # noqa: E402
-
-from tests.bench.rss import peak_growth_mib, reset_peak_rss  # noqa: E402
-from workers.ltx import HEADER_FLAG_NO_CHECKSUM, Decoder, Encoder, Header, verify_file  # noqa: E402
+from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Decoder, Encoder, Header, verify_file
+from tests.support.rss import peak_growth_mib, reset_peak_rss
 
 PAGE_SIZE = 4096
 FRAME = struct.Struct(">IHI")
@@ -173,7 +170,7 @@ def memory(mib: int) -> None:
         growth = {}
         for mode in ("encode", "verify"):
             out = subprocess.run(
-                [sys.executable, os.path.abspath(__file__), "--rss-child", mode, "--mib", str(mib), "--path", path],
+                [sys.executable, "-m", "tests.bench.bench_codec", "--rss-child", mode, "--mib", str(mib), "--path", path],
                 check=True, capture_output=True, text=True,
             )
             growth[mode] = float(out.stdout)

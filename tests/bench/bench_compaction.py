@@ -1,6 +1,6 @@
 """Compaction throughput and memory, against plain file copies of the same bytes.
 
-Run alone: ``python tests/bench/bench_compaction.py [--quick]``.
+Run alone: ``python -m tests.bench.bench_compaction [--quick]``.
 
 1. 1,000 level-0 files (4 KiB pages, 10 random pages each, 20k-page database) into
    level 1.
@@ -25,20 +25,16 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
-
-from workers.atomic import AtomicWriter  # noqa: E402
-from workers.ltx import HEADER_FLAG_NO_CHECKSUM, Encoder, Header  # noqa: E402
-from workers.replica import Replica  # noqa: E402
+from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Encoder, Header
+from ltxpool.replica.atomic import AtomicWriter
+from ltxpool.replica.layout import Replica
 
 PAGE = 4096
 
 _CHILD = """
 import json, resource, sys, time
-sys.path.insert(0, {root!r})
-from workers.compactor import compact_level
-from workers.replica import Replica
+from ltxpool.replica.compactor import compact_level
+from ltxpool.replica.layout import Replica
 replica = Replica({replica!r})
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
@@ -96,7 +92,7 @@ def copy_limit(inputs: list[str], output_size: int, directory: str) -> float:
 def run_child(replica: Replica, level: int) -> dict:
     """Compact ``level`` until nothing is left, in a fresh process; remove the outputs after."""
     os.system("sync")
-    code = _CHILD.format(root=ROOT, replica=replica.root, level=level)
+    code = _CHILD.format(replica=replica.root, level=level)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 

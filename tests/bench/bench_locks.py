@@ -1,6 +1,6 @@
 """What the directory lock costs, measured against the bare atomic write in the same run.
 
-Run alone: ``python tests/bench/bench_locks.py [--quick]``.
+Run alone: ``python -m tests.bench.bench_locks [--quick]``.
 
 1. The real workload: one writer per directory, a janitor sweeping every 10 ms. Bare
    and locked writes alternate op by op (the disk is noisy; alternation makes both
@@ -18,16 +18,13 @@ import argparse
 import multiprocessing
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from locks.dirlock import DirLock  # noqa: E402
-from workers.atomic import write_atomic  # noqa: E402
-from workers.janitor import sweep_temp_files  # noqa: E402
-from workers.stress import StressConfig, percentile, run_stress  # noqa: E402
+from ltxpool.locks.dirlock import DirLock
+from ltxpool.proving.stress import StressConfig, percentile, run_stress
+from ltxpool.replica.atomic import write_atomic
+from ltxpool.replica.janitor import sweep_temp_files
 
 FORK = multiprocessing.get_context("fork")
 SIZES = [(1024, "1 KiB"), (10 * 1024, "10 KiB"), (100 * 1024, "100 KiB"), (1024 * 1024, "1 MiB")]

@@ -1,6 +1,6 @@
 """``replicate`` against a plain file copy: first snapshot, then 1 % of pages per step.
 
-Run alone: ``python tests/bench/bench_replicate.py [--mib 256] [--small-mib 64] [--steps 9]``.
+Run alone: ``python -m tests.bench.bench_replicate [--mib 256] [--small-mib 64] [--steps 9]``.
 
 A WAL-mode database of ``--mib`` MiB (4 KiB pages; rows of text, numbers and a
 random blob, as an application writes them) is built once per size.
@@ -37,11 +37,8 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
-
-from tests.bench.rss import peak_growth_mib, reset_peak_rss  # noqa: E402
-from workers.ingest import Replicator  # noqa: E402
+from ltxpool.replicate.replicator import Replicator
+from tests.support.rss import peak_growth_mib, reset_peak_rss
 
 PAGE_SIZE = 4096
 
@@ -109,7 +106,7 @@ def child_steps(db: str, replica: str, pin: bool) -> None:
 
 
 def run_child(*args: str) -> dict[str, float]:
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", *args], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "tests.bench.bench_replicate", "--child", *args], check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
 
@@ -151,7 +148,7 @@ def incremental(db: str, replica: str, changed: int, steps: int, pin: bool, rest
     rows = int(conn.execute("SELECT max(id) FROM events").fetchone()[0])
     rng = random.Random(5)
     stepper = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--child", "steps", db, replica, "pin" if pin else "nopin"],
+        [sys.executable, "-m", "tests.bench.bench_replicate", "--child", "steps", db, replica, "pin" if pin else "nopin"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     assert stepper.stdin is not None and stepper.stdout is not None

@@ -15,7 +15,7 @@ becoming due to its compaction starting < 2 s.
    its duration) minus when level 1 became due: the later of the first new file's
    arrival (when its rename returned) and the previous level-1 file's time + 30 s.
 
-Run alone: ``python tests/bench/bench_supervisor.py`` (about 4.5 minutes). Exit 0 when
+Run alone: ``python -m tests.bench.bench_supervisor`` (about 4.5 minutes). Exit 0 when
 both targets are met.
 """
 
@@ -37,11 +37,8 @@ import time
 
 import psutil
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
-
-from tests.synthetic import SyntheticStream  # noqa: E402
-from workers.replica import Replica  # noqa: E402
+from ltxpool.replica.layout import Replica
+from tests.support.synthetic import SyntheticStream
 
 LEVEL1_INTERVAL = 30.0
 _COMPACTED = re.compile(r"^(?P<root>.+): compacted (?P<n>\d+) files into level (?P<level>\d+): "
@@ -128,8 +125,8 @@ def run(args: argparse.Namespace, base: str) -> int:
     config = os.path.join(base, "ltxpool.toml")
     with open(config, "w") as out:
         out.write(f"workers = {args.workers}\nlog_format = \"json\"\nreplicas = {json.dumps([s.replica.root for s in streams])}\n")
-    pool = subprocess.Popen([sys.executable, "-m", "workers.cli", "supervise", "--config", config],
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+    pool = subprocess.Popen([sys.executable, "-m", "ltxpool.cli", "supervise", "--config", config],
+                            stderr=subprocess.PIPE, text=True)
     log = Log(pool.stderr)
     try:
         started = time.monotonic()

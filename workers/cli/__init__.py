@@ -13,13 +13,24 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from workers.errors import LtxpoolError
+from ltxpool.errors import LtxpoolError
 
 __all__ = ["main", "build_parser"]
 
 
 def _commands() -> list[ModuleType]:
-    from workers.cli import compact, demo, dump, janitor, replicate, restore, status, stress, supervise, verify
+    from ltxpool.cli import (
+        compact,
+        demo,
+        dump,
+        janitor,
+        replicate,
+        restore,
+        status,
+        stress,
+        supervise,
+        verify,
+    )
 
     return [demo, stress, verify, dump, restore, compact, janitor, supervise, status, replicate]
 

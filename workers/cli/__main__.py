@@ -1,7 +1,7 @@
-"""``python -m workers.cli`` runs the ``ltxpool`` console script."""
+"""``python -m ltxpool.cli`` runs the ``ltxpool`` console script."""
 
 import sys
 
-from workers.cli import main
+from ltxpool.cli import main
 
 sys.exit(main())

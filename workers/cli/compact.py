@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from workers.compactor import SCHEDULED_LEVELS, compact_level
-from workers.replica import Replica
+from ltxpool.replica.compactor import SCHEDULED_LEVELS, compact_level
+from ltxpool.replica.layout import Replica
 
 NAME = "compact"
 HELP = "Compact a replica now: every level (1, 2, 3, then the level-9 snapshot) or only --level L."

@@ -9,9 +9,9 @@ import sys
 import tempfile
 import time
 
-from workers.cli.argtypes import seconds_between
-from workers.demo import run_demo
-from workers.replica import LEVELS
+from ltxpool.cli.argtypes import seconds_between
+from ltxpool.proving.demo import run_demo
+from ltxpool.replica.layout import LEVELS
 
 NAME = "demo"
 HELP = (
@@ -32,7 +32,10 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     workdir = args.dir if args.dir is not None else tempfile.mkdtemp(prefix="ltxpool-demo-")
     os.makedirs(workdir, exist_ok=True)
-    say = lambda line: print(line, flush=True)  # noqa: E731
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
     try:
         report = run_demo(workdir, args.seconds, say)
     finally:

@@ -13,12 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from workers.errors import LtxpoolError
-from workers.ltx import HEADER_FLAG_NO_CHECKSUM, Header, Trailer, combine, open_ltx, page_checksum
-from workers.ltx.checksum import EMPTY_DATABASE_CHECKSUM
+from ltxpool.errors import LtxpoolError
+from ltxpool.ltx import (
+    HEADER_FLAG_NO_CHECKSUM,
+    Header,
+    Trailer,
+    combine,
+    open_ltx,
+    page_checksum,
+)
+from ltxpool.ltx.checksum import EMPTY_DATABASE_CHECKSUM
 
 __all__ = ["NAME", "HELP", "add_arguments", "run"]
 
@@ -104,7 +111,7 @@ def _trailer(trailer: Trailer | None) -> dict[str, str] | None:
 
 def _time(timestamp_ms: int) -> str | None:
     try:
-        moment = datetime.fromtimestamp(timestamp_ms / 1000, tz=timezone.utc)
+        moment = datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from workers.janitor import JanitorSettings, janitor_pass
-from workers.replica import Replica
+from ltxpool.replica.janitor import JanitorSettings, janitor_pass
+from ltxpool.replica.layout import Replica
 
 NAME = "janitor"
 HELP = "One janitor round: remove orphaned temp files, quarantine corrupt LTX files, apply retention."

@@ -8,7 +8,7 @@ snapshot). A database that stays locked past the busy timeout, or is missing or
 unreadable for a while, is retried at the next step (one line on stderr, repeated
 every minute while it lasts; ``ltxpool status`` shows it); every other error is one
 line on stderr and exit 1. Between steps it is a good neighbour to the app
-(``workers.replicate_loop``).
+(``ltxpool.replicate.loop``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import sys
 import threading
 from types import FrameType
 
-from workers.ingest import Replicator, StepResult
-from workers.replicate_loop import LoopEvent, replicate_continuously
+from ltxpool.replicate.loop import LoopEvent, replicate_continuously
+from ltxpool.replicate.replicator import Replicator, StepResult
 
 __all__ = ["NAME", "HELP", "add_arguments", "run", "progress_line"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from workers.compare import compare_with_source
-from workers.replica import Replica
-from workers.restore import restore
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.restore import restore
+from ltxpool.replicate.compare import compare_with_source
 
 NAME = "restore"
 HELP = "Restore the database at the latest TXID (or --txid) from a replica into a new file, verified."

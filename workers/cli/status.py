@@ -12,10 +12,16 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from workers.cli.argtypes import seconds
-from workers.janitor import DEFAULT_FOREIGN_TEMP_AGE
-from workers.replica import Replica
-from workers.status import ReplicaStatus, format_table, replica_status, status_document, status_metrics
+from ltxpool.cli.argtypes import seconds
+from ltxpool.replica.janitor import DEFAULT_FOREIGN_TEMP_AGE
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.status import (
+    ReplicaStatus,
+    format_table,
+    replica_status,
+    status_document,
+    status_metrics,
+)
 
 NAME = "status"
 HELP = (

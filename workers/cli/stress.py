@@ -1,6 +1,6 @@
 """``ltxpool stress``: the Litestream #670 race test, run on the user's own disk.
 
-``--chaos`` runs the crash-chaos test instead (``workers.chaos``): replicate, four
+``--chaos`` runs the crash-chaos test instead (``ltxpool.proving.chaos``): replicate, four
 compaction workers and the janitor on a scratch replica while random processes are
 SIGKILLed for ``--seconds``, then an audit of the replica.
 """
@@ -14,9 +14,10 @@ import shutil
 import sys
 import tempfile
 
-from workers.chaos import ChaosConfig, ChaosReport, run_chaos
-from workers.cli.argtypes import positive_int, positive_seconds, seconds
-from workers.stress import StressConfig, run_stress
+from ltxpool.cli import main
+from ltxpool.cli.argtypes import positive_int, positive_seconds, seconds
+from ltxpool.proving.chaos import ChaosConfig, ChaosReport, run_chaos
+from ltxpool.proving.stress import StressConfig, run_stress
 
 NAME = "stress"
 HELP = (
@@ -100,7 +101,7 @@ def _run_chaos(args: argparse.Namespace) -> int:
     parent = args.dir if args.dir is not None else os.getcwd()
     directory = tempfile.mkdtemp(prefix=".ltxpool-chaos-", dir=parent)
     progress = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
-    report = run_chaos(ChaosConfig(directory=directory, seconds=args.seconds, seed=args.seed), progress)
+    report = run_chaos(ChaosConfig(directory=directory, seconds=args.seconds, seed=args.seed), main, progress)
     if report.ok:
         shutil.rmtree(directory, ignore_errors=True)
     if args.json:

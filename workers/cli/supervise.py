@@ -5,13 +5,20 @@ from __future__ import annotations
 import argparse
 import errno
 
-from workers.cli.argtypes import port, positive_int, positive_seconds, seconds
-from workers.errors import ConfigError
-from workers.netfs import MOUNTINFO, read_mount_table, refuse_network_fs
-from workers.pool_config import LOG_FORMATS, LOG_LEVELS, PoolConfig, check_replicas, load_config, with_overrides
-from workers.pool_logging import drain_logging, setup_logging
-from workers.pool_metrics import PoolMetrics
-from workers.supervisor import Supervisor
+from ltxpool.cli.argtypes import port, positive_int, positive_seconds, seconds
+from ltxpool.pool.config import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    PoolConfig,
+    check_replicas,
+    load_config,
+    with_overrides,
+)
+from ltxpool.pool.errors import ConfigError
+from ltxpool.pool.logging import drain_logging, setup_logging
+from ltxpool.pool.metrics import PoolMetrics
+from ltxpool.pool.netfs import MOUNTINFO, read_mount_table, refuse_network_fs
+from ltxpool.pool.supervisor import Supervisor
 
 NAME = "supervise"
 HELP = (

@@ -9,7 +9,7 @@ codec refuses to open it), since a replica should hold none. One line per bad fi
 
 A replica (a directory holding ``ltx/``) is also checked as a whole: its latest TXID
 (with ``--all``, every TXID a file ends at) must restore -- the chain reaches it,
-one page size, every page present (``workers.chain_check``; headers and page
+one page size, every page present (``ltxpool.replica.chain_check``; headers and page
 indexes only). Each TXID that does not is one ``BAD`` line, then
 ``checked N restore chains: N broken``.
 
@@ -23,10 +23,10 @@ import os
 import sys
 from collections.abc import Iterator
 
-from workers.chain_check import check_replica, restorable_txids
-from workers.errors import LtxpoolError
-from workers.ltx import verify_file
-from workers.replica import Replica
+from ltxpool.errors import LtxpoolError
+from ltxpool.ltx import verify_file
+from ltxpool.replica.chain_check import check_replica, restorable_txids
+from ltxpool.replica.layout import Replica
 
 __all__ = ["NAME", "HELP", "add_arguments", "run", "ltx_files"]
 

@@ -7,7 +7,7 @@ size, commit, min/max TXID, timestamp, pre-apply checksum, WAL offset/size/salts
 node ID), page frames with the size flag and LZ4 blocks, end marker, page index,
 index length, trailer (post-apply and file checksum). Legacy LZ4-frame pages (ltx
 v0.5.0/v0.5.1, Litestream 0.5.0-0.5.15) are decoded too. Every malformed input
-raises ``workers.errors.CorruptLTXError`` naming the byte where it went wrong.
+raises ``ltxpool.ltx.errors.CorruptLTXError`` naming the byte where it went wrong.
 
 Modules, one job each: ``checksum`` (CRC-64, page and database checksums, lock
 page), ``header`` (header/trailer layout and rules), ``payload`` (LZ4 page payloads,
@@ -23,7 +23,7 @@ entry and the file name against the header.
 
 from __future__ import annotations
 
-from workers.ltx.checksum import (
+from ltxpool.ltx.checksum import (
     CHECKSUM_FLAG,
     EMPTY_DATABASE_CHECKSUM,
     combine,
@@ -33,9 +33,9 @@ from workers.ltx.checksum import (
     page_checksum,
     update_database_checksum,
 )
-from workers.ltx.decoder import Decoder, Frame
-from workers.ltx.encoder import Encoder
-from workers.ltx.header import (
+from ltxpool.ltx.decoder import Decoder, Frame
+from ltxpool.ltx.encoder import Encoder
+from ltxpool.ltx.header import (
     HEADER_FLAG_NO_CHECKSUM,
     HEADER_SIZE,
     MAGIC,
@@ -46,9 +46,9 @@ from workers.ltx.header import (
     Trailer,
     is_valid_page_size,
 )
-from workers.ltx.index import IndexEntry
-from workers.ltx.payload import PAGE_FLAG_SIZE
-from workers.ltx.verify import open_ltx, parse_filename, verify_file
+from ltxpool.ltx.index import IndexEntry
+from ltxpool.ltx.payload import PAGE_FLAG_SIZE
+from ltxpool.ltx.verify import open_ltx, parse_filename, verify_file
 
 __all__ = [
     "CHECKSUM_FLAG",

@@ -19,10 +19,11 @@ final xor itself), which is what lets the codec hash a file in pieces.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 
 from fastcrc.crc64 import go_iso as _go_iso
+
+from ltxpool.ltx.layout import PGNO
 
 __all__ = [
     "CHECKSUM_FLAG",
@@ -43,7 +44,6 @@ EMPTY_DATABASE_CHECKSUM = CHECKSUM_FLAG
 # so LTX never stores it and the database checksum skips it.
 PENDING_BYTE = 0x40000000
 
-_PGNO = struct.Struct(">I")
 
 
 def crc64(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
@@ -53,7 +53,7 @@ def crc64(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
 
 def page_checksum(pgno: int, data: bytes | bytearray | memoryview) -> int:
     """Checksum of one page: crc(pgno as u32 big-endian || page bytes) with the flag set."""
-    return CHECKSUM_FLAG | _go_iso(data, _go_iso(_PGNO.pack(pgno)))
+    return CHECKSUM_FLAG | _go_iso(data, _go_iso(PGNO.pack(pgno)))
 
 
 def lock_page(page_size: int) -> int:
@@ -72,7 +72,7 @@ def database_checksum(pages: Iterable[tuple[int, bytes | bytearray | memoryview]
     result = EMPTY_DATABASE_CHECKSUM
     for pgno, data in pages:
         if pgno != skip:
-            result = CHECKSUM_FLAG | (result ^ page_checksum(pgno, data))
+            result = combine(result, page_checksum(pgno, data))
     return result
 
 
@@ -91,7 +91,7 @@ def update_database_checksum(
     if pgno == lock_page(page_size):
         return database
     if old is not None:
-        database = CHECKSUM_FLAG | (database ^ page_checksum(pgno, old))
+        database = combine(database, page_checksum(pgno, old))
     if new is not None:
-        database = CHECKSUM_FLAG | (database ^ page_checksum(pgno, new))
+        database = combine(database, page_checksum(pgno, new))
     return database

@@ -28,7 +28,6 @@ frames, the page after the lock page, every error) to ``_slow_frame``.
 
 from __future__ import annotations
 
-import struct
 from array import array
 from collections.abc import Iterator
 from typing import Any, BinaryIO, NamedTuple
@@ -37,30 +36,36 @@ from fastcrc.crc64 import go_iso
 from lz4.block import LZ4BlockError
 from lz4.block import decompress as _lz4_decompress
 
-from workers.errors import CorruptLTXError
-from workers.ltx.checksum import CHECKSUM_FLAG, lock_page, page_checksum
-from workers.ltx.header import HEADER_SIZE, MAGIC, TRAILER_SIZE, Header, Trailer, header_problem, trailer_problem
-from workers.ltx.index import INDEX_TAIL_SIZE
-from workers.ltx.index_check import FrameLog, explain_mismatch
-from workers.ltx.lookup import PageIndex, load_page_index, read_frame
-from workers.ltx.payload import (
+from ltxpool.ltx.checksum import CHECKSUM_FLAG, combine, lock_page, page_checksum
+from ltxpool.ltx.errors import CorruptLTXError, PayloadError
+from ltxpool.ltx.header import (
+    HEADER_SIZE,
+    MAGIC,
+    TRAILER_SIZE,
+    Header,
+    Trailer,
+    header_problem,
+    trailer_problem,
+)
+from ltxpool.ltx.index import INDEX_TAIL_SIZE
+from ltxpool.ltx.index_check import FrameLog, explain_mismatch
+from ltxpool.ltx.layout import PAGE_HEADER, SIZED_PAGE_HEADER, U64
+from ltxpool.ltx.lookup import PageIndex, load_page_index, read_frame
+from ltxpool.ltx.payload import (
     LEGACY_V2_FLAGS,
     PAGE_FLAG_SIZE,
-    PayloadError,
     decompress_block,
     decompress_legacy_frame,
     legacy_frame_length,
     max_block_size,
     max_legacy_frame_size,
 )
-from workers.ltx.reader import ChunkReader
+from ltxpool.ltx.reader import ChunkReader
 
 __all__ = ["Decoder", "Frame"]
 
-_FRAME_HEADER = struct.Struct(">IHI")
-_U64 = struct.Struct(">Q")
-_PAGE_HEADER_SIZE = 6
-_SIZED_HEADER_SIZE = 10
+_PAGE_HEADER_SIZE = PAGE_HEADER.size
+_SIZED_HEADER_SIZE = SIZED_PAGE_HEADER.size
 _END_MARKER = bytes(_PAGE_HEADER_SIZE)
 _TAIL = INDEX_TAIL_SIZE + TRAILER_SIZE
 # Bytes 0x00-0x7f end a varint; deleting them counts varints in C.
@@ -118,7 +123,7 @@ class Decoder:
         """Like ``pages`` but yield each frame's position and size too."""
         return self._start(as_pages=False)
 
-    def page_numbers(self) -> array:
+    def page_numbers(self) -> array[int]:
         """The page numbers the file holds, from its page index: no page is decompressed."""
         if self._index is None:
             self._index = load_page_index(self._stream, self.path, self.header)
@@ -157,7 +162,7 @@ class Decoder:
         page_size, commit, snapshot = header.page_size, header.commit, header.is_snapshot
         lock = lock_page(page_size)
         block_limit = max_block_size(page_size)
-        unpack = _FRAME_HEADER.unpack_from
+        unpack = SIZED_PAGE_HEADER.unpack_from
         crc = self._crc
         database = CHECKSUM_FLAG if snapshot and not header.no_checksum else None
         log = FrameLog() if self.verify_index else None
@@ -215,7 +220,7 @@ class Decoder:
                 if pgno > lock:
                     bound = commit
             if database is not None:
-                database = CHECKSUM_FLAG | (database ^ page_checksum(pgno, page))
+                database = combine(database, page_checksum(pgno, page))
             prev = pgno
             count += 1
             if as_pages:
@@ -256,7 +261,7 @@ class Decoder:
         if header.is_snapshot and pgno != expected:
             raise CorruptLTXError(path, offset, f"snapshot lacks page {expected} (next frame holds page {pgno})")
         if flags == PAGE_FLAG_SIZE:
-            payload_size = _FRAME_HEADER.unpack_from(reader.buf, pos)[2]
+            payload_size = SIZED_PAGE_HEADER.unpack_from(reader.buf, pos)[2]
             if payload_size > max_block_size(header.page_size):
                 raise CorruptLTXError(
                     path, offset + 6, f"page {pgno}: compressed size {payload_size} impossible for {header.page_size}-byte pages"
@@ -318,7 +323,7 @@ class Decoder:
             raise CorruptLTXError(
                 path, file_size, f"file truncated: {file_size - index_start} bytes after the pages, too few for index and trailer"
             )
-        (stored_length,) = _U64.unpack_from(held)
+        (stored_length,) = U64.unpack_from(held)
         if stored_length != index_length:
             raise CorruptLTXError(
                 path,

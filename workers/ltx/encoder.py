@@ -18,16 +18,22 @@ ltx hashes (see ``decoder.py``), so nothing is re-read.
 
 from __future__ import annotations
 
-import struct
 from typing import Protocol
 
 from fastcrc.crc64 import go_iso
 from lz4.block import compress as _lz4_compress
 
-from workers.ltx.checksum import CHECKSUM_FLAG, lock_page, page_checksum
-from workers.ltx.header import HEADER_SIZE, Header, Trailer, header_problem, trailer_problem
-from workers.ltx.index import encode_entries
-from workers.ltx.payload import PAGE_FLAG_SIZE
+from ltxpool.ltx.checksum import CHECKSUM_FLAG, combine, lock_page, page_checksum
+from ltxpool.ltx.header import (
+    HEADER_SIZE,
+    Header,
+    Trailer,
+    header_problem,
+    trailer_problem,
+)
+from ltxpool.ltx.index import encode_entries
+from ltxpool.ltx.layout import SIZED_PAGE_HEADER, U64
+from ltxpool.ltx.payload import PAGE_FLAG_SIZE
 
 __all__ = ["Encoder", "Sink", "DEFAULT_BUFFER_SIZE", "END_MARKER"]
 
@@ -35,8 +41,6 @@ DEFAULT_BUFFER_SIZE = 512 * 1024
 # A page header with page number 0 and no flags ends the page frames.
 END_MARKER = bytes(6)
 
-_FRAME_HEADER = struct.Struct(">IHI")
-_U64 = struct.Struct(">Q")
 
 
 class Sink(Protocol):
@@ -106,7 +110,7 @@ class Encoder:
                 raise ValueError(f"snapshot page {pgno} where page {expected} is due: snapshots hold every page")
 
         payload = _lz4_compress(data, store_size=False) if block is None else block
-        frame_header = _FRAME_HEADER.pack(pgno, PAGE_FLAG_SIZE, len(payload))
+        frame_header = SIZED_PAGE_HEADER.pack(pgno, PAGE_FLAG_SIZE, len(payload))
         buf = self._buf
         buf += frame_header
         buf += payload
@@ -117,7 +121,7 @@ class Encoder:
         self._prev = pgno
         self._pages += 1
         if self._database is not None:
-            self._database = CHECKSUM_FLAG | (self._database ^ page_checksum(pgno, data))
+            self._database = combine(self._database, page_checksum(pgno, data))
         if len(buf) >= self._buffer_size:
             self._flush()
 
@@ -150,10 +154,10 @@ class Encoder:
         index.append(0)
         tail = bytearray(END_MARKER)
         tail += index
-        tail += _U64.pack(len(index))
-        tail += _U64.pack(post_apply_checksum)
+        tail += U64.pack(len(index))
+        tail += U64.pack(post_apply_checksum)
         file_checksum = CHECKSUM_FLAG | go_iso(tail, self._crc)
-        tail += _U64.pack(file_checksum)
+        tail += U64.pack(file_checksum)
         self._buf += tail
         self._offset += len(tail)
         self._index = bytearray()

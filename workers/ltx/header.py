@@ -24,7 +24,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from workers.ltx.checksum import CHECKSUM_FLAG
+from ltxpool.ltx.checksum import CHECKSUM_FLAG
 
 __all__ = [
     "MAGIC",

@@ -12,8 +12,10 @@ of the file: trailer (16) and length (8) come last.
 
 from __future__ import annotations
 
-import struct
 from typing import NamedTuple
+
+from ltxpool.ltx.errors import VarintError
+from ltxpool.ltx.layout import SIZED_PAGE_HEADER
 
 __all__ = [
     "IndexEntry",
@@ -28,22 +30,12 @@ MAX_UVARINT_SIZE = 10
 # The u64 index length that sits between the index entries and the trailer.
 INDEX_TAIL_SIZE = 8
 
-_RECORDS = struct.Struct(">IHI")
 
 
 class IndexEntry(NamedTuple):
     pgno: int
     offset: int
     size: int
-
-
-class VarintError(Exception):
-    """A malformed varint; ``offset`` is absolute. Callers turn it into CorruptLTXError."""
-
-    def __init__(self, offset: int, reason: str) -> None:
-        super().__init__(offset, reason)
-        self.offset = offset
-        self.reason = reason
 
 
 def read_uvarint(data: bytes | memoryview, pos: int, end: int, base: int) -> tuple[int, int]:
@@ -80,7 +72,7 @@ def encode_entries(records: bytes | bytearray, offset: int) -> tuple[bytearray, 
     """
     out = bytearray()
     append = out.append
-    for pgno, _, payload in _RECORDS.iter_unpack(records):
+    for pgno, _, payload in SIZED_PAGE_HEADER.iter_unpack(records):
         size = payload + 10
         for value in (pgno, offset, size):
             while value >= 0x80:

@@ -16,20 +16,19 @@ first entry that is out of order, out of place or of an impossible size.
 from __future__ import annotations
 
 import os
-import struct
 from typing import BinaryIO
 
 from fastcrc.crc64 import go_iso
 
-from workers.errors import CorruptLTXError
-from workers.ltx.header import HEADER_SIZE
-from workers.ltx.index import VarintError, encode_entries, read_uvarint
-from workers.ltx.payload import PAGE_FLAG_SIZE
+from ltxpool.ltx.errors import CorruptLTXError, VarintError
+from ltxpool.ltx.header import HEADER_SIZE
+from ltxpool.ltx.index import encode_entries, read_uvarint
+from ltxpool.ltx.layout import SIZED_PAGE_HEADER
+from ltxpool.ltx.payload import PAGE_FLAG_SIZE
 
 __all__ = ["FrameLog", "explain_mismatch", "RECORD_SIZE"]
 
-RECORD_SIZE = 10
-_RECORD = struct.Struct(">IHI")
+RECORD_SIZE = SIZED_PAGE_HEADER.size
 _BATCH = RECORD_SIZE * 8192
 # Reading a mismatching index back to explain it is worth this much memory, no more.
 _EXPLAIN_LIMIT = 64 << 20
@@ -38,7 +37,7 @@ _EXPLAIN_LIMIT = 64 << 20
 class FrameLog:
     """The index the frames call for, as a running hash: append records to ``records``."""
 
-    __slots__ = ("records", "crc", "length", "_next_offset")
+    __slots__ = ("_next_offset", "crc", "length", "records")
 
     def __init__(self) -> None:
         self.records = bytearray()
@@ -47,7 +46,7 @@ class FrameLog:
         self._next_offset = HEADER_SIZE
 
     def add_legacy(self, pgno: int, size: int) -> None:
-        self.records += _RECORD.pack(pgno, PAGE_FLAG_SIZE, size - RECORD_SIZE)
+        self.records += SIZED_PAGE_HEADER.pack(pgno, PAGE_FLAG_SIZE, size - RECORD_SIZE)
 
     def flush_if_full(self) -> None:
         if len(self.records) >= _BATCH:

@@ -12,18 +12,17 @@ agrees with *every* frame, and the file checksum, only a full verification knows
 from __future__ import annotations
 
 import os
-import struct
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from workers.errors import CorruptLTXError, LtxpoolError
-from workers.ltx.header import HEADER_SIZE, TRAILER_SIZE, Header
-from workers.ltx.index import INDEX_TAIL_SIZE, IndexEntry, VarintError, read_uvarint
-from workers.ltx.payload import (
+from ltxpool.ltx.errors import CorruptLTXError, LtxReadError, PayloadError, VarintError
+from ltxpool.ltx.header import HEADER_SIZE, TRAILER_SIZE, Header
+from ltxpool.ltx.index import INDEX_TAIL_SIZE, IndexEntry, read_uvarint
+from ltxpool.ltx.layout import PAGE_HEADER, U32, U64
+from ltxpool.ltx.payload import (
     PAGE_FLAG_SIZE,
-    PayloadError,
     decompress_block,
     decompress_legacy_frame,
     legacy_frame_length,
@@ -32,23 +31,20 @@ from workers.ltx.payload import (
 
 __all__ = ["PageIndex", "load_page_index", "read_frame"]
 
-_PAGE_HEADER = struct.Struct(">IH")
-_SIZE = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
 _END_MARKER_SIZE = 6
 
 
 class PageIndex:
     """The page index of one file, sorted by page number."""
 
-    def __init__(self, pgnos: array, offsets: array, sizes: array) -> None:
+    def __init__(self, pgnos: array[int], offsets: array[int], sizes: array[int]) -> None:
         self._pgnos, self._offsets, self._sizes = pgnos, offsets, sizes
 
     def __len__(self) -> int:
         return len(self._pgnos)
 
     @property
-    def pgnos(self) -> array:
+    def pgnos(self) -> array[int]:
         """The page numbers the file holds, ascending."""
         return self._pgnos
 
@@ -72,7 +68,7 @@ def load_page_index(stream: BinaryIO, path: str, header: Header) -> PageIndex:
         if file_size < HEADER_SIZE + _END_MARKER_SIZE + 1 + tail:
             raise CorruptLTXError(path, file_size, f"file of {file_size} bytes is too short to hold a page index")
         stream.seek(file_size - tail)
-        (length,) = _U64.unpack(_read_exact(stream, path, INDEX_TAIL_SIZE))
+        (length,) = U64.unpack(_read_exact(stream, path, INDEX_TAIL_SIZE))
         start = file_size - tail - length
         if length < 1 or start < HEADER_SIZE + _END_MARKER_SIZE:
             raise CorruptLTXError(path, file_size - tail, f"page index length {length} impossible in a {file_size}-byte file")
@@ -80,7 +76,7 @@ def load_page_index(stream: BinaryIO, path: str, header: Header) -> PageIndex:
         raw = _read_exact(stream, path, length)
     pgnos, offsets, sizes = array("I"), array("Q"), array("I")
     frames_end = start - _END_MARKER_SIZE
-    frame_limit = _PAGE_HEADER.size + max_legacy_frame_size(header.page_size)
+    frame_limit = PAGE_HEADER.size + max_legacy_frame_size(header.page_size)
     pos = prev = 0
     try:
         while True:
@@ -110,14 +106,14 @@ def read_frame(stream: BinaryIO, path: str, header: Header, entry: IndexEntry) -
     with _Restore(stream, path):
         stream.seek(entry.offset)
         raw = memoryview(_read_exact(stream, path, entry.size))
-    if entry.size < _PAGE_HEADER.size + 1:
+    if entry.size < PAGE_HEADER.size + 1:
         raise CorruptLTXError(path, entry.offset, f"page index: frame of page {entry.pgno} too small ({entry.size})")
-    pgno, flags = _PAGE_HEADER.unpack_from(raw)
+    pgno, flags = PAGE_HEADER.unpack_from(raw)
     if pgno != entry.pgno:
         raise CorruptLTXError(path, entry.offset, f"page index points page {entry.pgno} at the frame of page {pgno}")
     if flags == PAGE_FLAG_SIZE:
         payload_offset = 10
-        if entry.size <= payload_offset or _SIZE.unpack_from(raw, 6)[0] != entry.size - payload_offset:
+        if entry.size <= payload_offset or U32.unpack_from(raw, 6)[0] != entry.size - payload_offset:
             raise CorruptLTXError(path, entry.offset + 6, f"page {pgno}: frame size disagrees with the page index")
     elif flags == 0:
         payload_offset = 6
@@ -140,7 +136,7 @@ def _read_exact(stream: BinaryIO, path: str, n: int) -> bytes:
         try:
             chunk = stream.read(n - have)
         except OSError as exc:
-            raise LtxpoolError.from_oserror(path, "read", exc) from exc
+            raise LtxReadError.from_oserror(path, "read", exc) from exc
         if not chunk:
             raise CorruptLTXError(path, stream.tell(), f"file truncated: {n - have} of {n} bytes missing")
         parts.append(chunk)

@@ -23,6 +23,8 @@ from __future__ import annotations
 import lz4.block
 import lz4.frame
 
+from ltxpool.ltx.errors import PayloadError
+
 __all__ = [
     "PAGE_FLAG_SIZE",
     "LEGACY_V2_FLAGS",
@@ -44,15 +46,6 @@ _FRAME_MAGIC = 0x184D2204
 _FRAME_UNCOMPRESSED_BIT = 0x80000000
 
 
-class PayloadError(Exception):
-    """A page payload is malformed; ``offset`` is relative to the payload's first byte."""
-
-    def __init__(self, offset: int, reason: str) -> None:
-        super().__init__(offset, reason)
-        self.offset = offset
-        self.reason = reason
-
-
 def max_block_size(page_size: int) -> int:
     """LZ4_COMPRESSBOUND: no LZ4 block of one page is larger, so a larger size field is corrupt."""
     return page_size + page_size // 255 + 16
@@ -66,7 +59,7 @@ def max_legacy_frame_size(page_size: int) -> int:
 def decompress_block(payload: bytes | memoryview, page_size: int) -> bytes:
     """Decompress one LZ4 block that must hold exactly one page."""
     try:
-        page = lz4.block.decompress(payload, uncompressed_size=page_size)
+        page: bytes = lz4.block.decompress(payload, uncompressed_size=page_size)
     except lz4.block.LZ4BlockError:
         raise PayloadError(0, "LZ4 block does not decompress (corrupt data or larger than the page size)") from None
     if len(page) != page_size:
@@ -127,7 +120,7 @@ def decompress_legacy_frame(frame: bytes | memoryview, page_size: int) -> bytes:
     decompressor = lz4.frame.LZ4FrameDecompressor()
     try:
         # max_length caps what a corrupt frame can make us allocate.
-        page = decompressor.decompress(bytes(frame), max_length=page_size + 1)
+        page: bytes = decompressor.decompress(bytes(frame), max_length=page_size + 1)
     except RuntimeError as exc:
         raise PayloadError(0, f"LZ4 frame does not decompress ({exc})") from None
     if not decompressor.eof or decompressor.unused_data:

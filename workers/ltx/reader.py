@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from workers.errors import CorruptLTXError, LtxpoolError
+from ltxpool.ltx.errors import CorruptLTXError, LtxReadError
 
 __all__ = ["ChunkReader", "CHUNK_SIZE"]
 
@@ -118,6 +118,6 @@ class ChunkReader:
                 return readinto(target) or 0
             chunk = self.stream.read(len(target)) or b""
         except OSError as exc:
-            raise LtxpoolError.from_oserror(self.path, "read", exc) from exc
+            raise LtxReadError.from_oserror(self.path, "read", exc) from exc
         target[: len(chunk)] = chunk
         return len(chunk)

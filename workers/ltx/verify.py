@@ -19,9 +19,9 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from workers.errors import CorruptLTXError, LtxpoolError
-from workers.ltx.decoder import Decoder
-from workers.ltx.header import Header
+from ltxpool.ltx.decoder import Decoder
+from ltxpool.ltx.errors import CorruptLTXError, LtxOpenError
+from ltxpool.ltx.header import Header
 
 __all__ = ["open_ltx", "verify_file", "parse_filename"]
 
@@ -45,7 +45,7 @@ def open_ltx(path: str | os.PathLike[str], *, verify_index: bool = False) -> Ite
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise CorruptLTXError(name, 0, "is a symbolic link; refusing to follow it") from None
-        raise LtxpoolError.from_oserror(name, "open", exc) from exc
+        raise LtxOpenError.from_oserror(name, "open", exc) from exc
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

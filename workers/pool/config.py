@@ -1,0 +1,310 @@
+"""The pool's configuration: one TOML file, command-line flags on top, all checked first.
+
+A supervisor runs for months, so a mistake in its configuration must stop it at the
+start, not at 3 a.m. when the janitor first reads a misspelt key. Every key is
+checked before anything starts: an unknown key, a wrong type or a value out of
+range is refused with its dotted name and the reason (``ConfigError``, ``step`` =
+the key). The same checks run on SIGHUP, where a bad file is refused and the pool
+keeps its current configuration.
+
+Example (every key optional except ``replicas``, here or on the command line)::
+
+    replicas = ["/var/lib/ltx/app", "/var/lib/ltx/billing"]   # relative: to this file
+    workers = 2
+    log_format = "text"            # or "json"
+    log_level = "info"
+    allow_network_fs = false
+
+    [compaction]
+    intervals = { 1 = 30, 2 = 300, 3 = 3600 }   # seconds between compactions per level
+    snapshot_interval = 86400
+    poll_interval = 1.0            # how often workers look for new level-0 files
+
+    [retention]
+    levels = { 0 = 300, 1 = 86400, 2 = 86400, 3 = 86400 }
+    snapshots = 86400
+
+    [janitor]
+    interval = 60
+    foreign_temp_age = 3600
+    cleaning_timeout = 1.0
+
+    [supervisor]
+    grace = 10                     # SIGTERM -> in-flight work may finish -> SIGKILL
+    hang_timeout = 900             # a child silent this long on one item is killed
+    restart_backoff = 0.5          # first restart delay; doubles per crash
+    restart_backoff_max = 30
+    crash_loop_restarts = 5        # more crashes than this within the window: give up
+    crash_loop_window = 60
+
+    [metrics]
+    port = 9464                    # absent: no metrics server
+    address = "127.0.0.1"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ltxpool.pool.errors import ConfigError
+from ltxpool.pool.watcher import RestartPolicy
+from ltxpool.replica.compactor import CompactionSettings
+from ltxpool.replica.janitor import JanitorSettings
+from ltxpool.replica.layout import COMPACTION_LEVELS
+from ltxpool.replica.retention import RetentionPolicy
+
+__all__ = [
+    "PoolConfig",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "load_config",
+    "parse_config",
+    "with_overrides",
+    "check_replicas",
+]
+
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_RETENTION_LEVELS = (0, *COMPACTION_LEVELS)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Everything the supervisor and its children need; children get a copy at fork."""
+
+    replicas: tuple[str, ...] = ()
+    workers: int = 2
+    log_format: str = "text"
+    log_level: str = "info"
+    allow_network_fs: bool = False
+    compaction: CompactionSettings = field(default_factory=CompactionSettings)
+    poll_interval: float = 1.0
+    janitor: JanitorSettings = field(default_factory=JanitorSettings)
+    janitor_interval: float = 60.0
+    grace: float = 10.0
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    metrics_port: int | None = None
+    metrics_address: str = "127.0.0.1"
+    #: Diagnostic: read the mount table from this file instead of /proc/self/mountinfo.
+    mount_table: str | None = None
+
+
+class _Reader:
+    """Takes keys out of one TOML table, checking each; whatever is left is unknown."""
+
+    def __init__(self, source: str, table: Mapping[str, Any], prefix: str = "") -> None:
+        self.source = source
+        self.table = dict(table)
+        self.prefix = prefix
+
+    def fail(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(self.source, f"{self.prefix}{key}", None, reason)
+
+    def take(self, key: str, check: Callable[[str, Any], Any], default: Any) -> Any:
+        if key not in self.table:
+            return default
+        return check(f"{self.prefix}{key}", self.table.pop(key))
+
+    def section(self, key: str) -> _Reader:
+        value = self.table.pop(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a table, not {type(value).__name__}")
+        return _Reader(self.source, value, f"{self.prefix}{key}.")
+
+    def done(self) -> None:
+        if self.table:
+            raise self.fail(next(iter(self.table)), "unknown key")
+
+
+def _number(minimum: float, *, strictly: bool = False) -> Callable[[str, Any], float]:
+    def check(key: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError("", key, None, f"must be a number of seconds, not {value!r}")
+        if value < minimum or (strictly and value == minimum):
+            raise ConfigError("", key, None, f"must be {'more than' if strictly else 'at least'} {minimum:g}, not {value!r}")
+        return float(value)
+    return check
+
+
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[str, Any], int]:
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError("", key, None, f"must be an integer, not {value!r}")
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+            raise ConfigError("", key, None, f"must be {bound}, not {value}")
+        return value
+    return check
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
+    def check(key: str, value: Any) -> str:
+        if value not in choices:
+            raise ConfigError("", key, None, f"must be one of {', '.join(choices)}, not {value!r}")
+        return str(value)
+    return check
+
+
+def _boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError("", key, None, f"must be true or false, not {value!r}")
+    return value
+
+
+def _string(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError("", key, None, f"must be a non-empty string, not {value!r}")
+    return value
+
+
+def _per_level(levels: tuple[int, ...], seconds: Callable[[str, Any], float]) -> Callable[[str, Any], dict[int, float]]:
+    def check(key: str, value: Any) -> dict[int, float]:
+        if not isinstance(value, dict):
+            raise ConfigError("", key, None, f"must be a table of level = seconds, not {value!r}")
+        result = {}
+        for name, item in value.items():
+            if not name.isdigit() or int(name) not in levels:
+                raise ConfigError("", f"{key}.{name}", None, f"unknown level (levels are {', '.join(map(str, levels))})")
+            result[int(name)] = seconds(f"{key}.{name}", item)
+        return result
+    return check
+
+
+def _replica_list(base: str) -> Callable[[str, Any], tuple[str, ...]]:
+    def check(key: str, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+            raise ConfigError("", key, None, f"must be a list of directory paths, not {value!r}")
+        return tuple(os.path.join(base, item) for item in value)
+    return check
+
+
+def _sourced(source: str, parse: Callable[[], PoolConfig]) -> PoolConfig:
+    """Name the file in every error raised by a value check (checks only know the key)."""
+    try:
+        return parse()
+    except ConfigError as exc:
+        if exc.path:
+            raise
+        raise ConfigError(source, exc.step, None, exc.reason) from None
+
+
+def parse_config(data: Mapping[str, Any], source: str = "<config>", base: str = ".") -> PoolConfig:
+    """A checked :class:`PoolConfig` from a parsed TOML document; relative paths are under ``base``."""
+    return _sourced(source, lambda: _parse(_Reader(source, data), base))
+
+
+def _parse(top: _Reader, base: str) -> PoolConfig:
+    defaults = PoolConfig()
+    seconds, positive = _number(0.0), _number(0.0, strictly=True)
+    replicas = top.take("replicas", _replica_list(base), defaults.replicas)
+    workers = top.take("workers", _integer(1, 256), defaults.workers)
+    log_format = top.take("log_format", _choice(LOG_FORMATS), defaults.log_format)
+    log_level = top.take("log_level", _choice(LOG_LEVELS), defaults.log_level)
+    allow_network_fs = top.take("allow_network_fs", _boolean, defaults.allow_network_fs)
+
+    compaction = top.section("compaction")
+    intervals = {**defaults.compaction.intervals,
+                 **compaction.take("intervals", _per_level(COMPACTION_LEVELS, seconds), {})}
+    snapshot_interval = compaction.take("snapshot_interval", seconds, defaults.compaction.snapshot_interval)
+    poll_interval = compaction.take("poll_interval", positive, defaults.poll_interval)
+    compaction.done()
+
+    retention = top.section("retention")
+    kept = {**defaults.janitor.retention.level_retention,
+            **retention.take("levels", _per_level(_RETENTION_LEVELS, seconds), {})}
+    snapshots = retention.take("snapshots", seconds, defaults.janitor.retention.snapshot_retention)
+    retention.done()
+
+    janitor = top.section("janitor")
+    janitor_interval = janitor.take("interval", positive, defaults.janitor_interval)
+    foreign_temp_age = janitor.take("foreign_temp_age", seconds, defaults.janitor.foreign_temp_age)
+    cleaning_timeout = janitor.take("cleaning_timeout", seconds, defaults.janitor.cleaning_timeout)
+    janitor.done()
+
+    supervisor = top.section("supervisor")
+    restart = defaults.restart
+    grace = supervisor.take("grace", seconds, defaults.grace)
+    restart = dataclasses.replace(
+        restart,
+        hang_timeout=supervisor.take("hang_timeout", positive, restart.hang_timeout),
+        backoff=supervisor.take("restart_backoff", seconds, restart.backoff),
+        backoff_max=supervisor.take("restart_backoff_max", seconds, restart.backoff_max),
+        crash_loop_restarts=supervisor.take("crash_loop_restarts", _integer(0), restart.crash_loop_restarts),
+        crash_loop_window=supervisor.take("crash_loop_window", positive, restart.crash_loop_window),
+    )
+    supervisor.done()
+
+    metrics = top.section("metrics")
+    metrics_port = metrics.take("port", _integer(1, 65535), defaults.metrics_port)
+    metrics_address = metrics.take("address", _string, defaults.metrics_address)
+    metrics.done()
+    top.done()
+
+    return PoolConfig(
+        replicas=replicas,
+        workers=workers,
+        log_format=log_format,
+        log_level=log_level,
+        allow_network_fs=allow_network_fs,
+        compaction=CompactionSettings(intervals=intervals, snapshot_interval=snapshot_interval),
+        poll_interval=poll_interval,
+        janitor=JanitorSettings(
+            retention=RetentionPolicy(level_retention=kept, snapshot_retention=snapshots),
+            foreign_temp_age=foreign_temp_age,
+            cleaning_timeout=cleaning_timeout,
+        ),
+        janitor_interval=janitor_interval,
+        grace=grace,
+        restart=restart,
+        metrics_port=metrics_port,
+        metrics_address=metrics_address,
+    )
+
+
+def load_config(path: str) -> PoolConfig:
+    """Read and check a TOML config file; a syntax error names the line, a bad key names the key."""
+    try:
+        with open(path, "rb") as config_file:
+            data = tomllib.load(config_file)
+    except OSError as exc:
+        raise ConfigError.from_oserror(path, "read config", exc) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "parse config", None, str(exc)) from exc
+    return parse_config(data, path, os.path.dirname(os.path.abspath(path)))
+
+
+def with_overrides(config: PoolConfig, **flags: Any) -> PoolConfig:
+    """``config`` with every flag that was given (not None) in place of the file's value.
+
+    Flags are named like the fields of :class:`PoolConfig`; ``hang_timeout`` goes
+    into the restart policy. Replicas given on the command line replace the file's.
+    """
+    given = {name: value for name, value in flags.items() if value is not None and value != ()}
+    hang_timeout = given.pop("hang_timeout", None)
+    if "replicas" in given:
+        given["replicas"] = tuple(os.path.abspath(root) for root in given["replicas"])
+    if hang_timeout is not None:
+        given["restart"] = dataclasses.replace(config.restart, hang_timeout=hang_timeout)
+    return dataclasses.replace(config, **given)
+
+
+def check_replicas(config: PoolConfig, source: str = "<command line>") -> None:
+    """At least one replica, each an existing directory, none listed twice."""
+    if not config.replicas:
+        raise ConfigError(source, "replicas", None,
+                          "no replica: name them on the command line or as replicas = [...] in the config file")
+    seen: dict[str, str] = {}
+    for root in config.replicas:
+        if not os.path.isdir(root):
+            raise ConfigError(root, "replicas", errno.ENOENT, "no such directory")
+        real = os.path.realpath(root)
+        if real in seen:
+            raise ConfigError(root, "replicas", None, f"is the same directory as {seen[real]}")
+        seen[real] = root

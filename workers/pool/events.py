@@ -1,0 +1,92 @@
+"""What a child tells the supervisor: small frozen dataclasses, one per kind of news.
+
+Sent over the child's own pipe (pickled), read by ``ChildProcess.receive`` (which
+keeps what the child is doing, for hang detection and the logs) and counted by
+``PoolMetrics.record``. Never tuples to unpack by position, never log text to parse.
+Errors travel as ltxpool's own exceptions, which pickle with path, step and errno.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ltxpool.replica.compactor import CompactionResult
+from ltxpool.replica.janitor import JanitorReport
+
+__all__ = [
+    "Event",
+    "Heartbeat",
+    "Idle",
+    "Busy",
+    "Compacted",
+    "CompactionFailed",
+    "JanitorReported",
+    "JanitorRound",
+    "JanitorFailed",
+    "Crashed",
+]
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Alive and waiting; sent at least every heartbeat interval while asleep."""
+
+
+@dataclass(frozen=True)
+class Idle:
+    """The item in hand is done; the hang deadline stops."""
+
+
+@dataclass(frozen=True)
+class Busy:
+    """About to work on one item (``what``), ``lag`` seconds after it was due."""
+
+    what: str
+    lag: float = 0.0
+
+
+@dataclass(frozen=True)
+class Compacted:
+    """A worker wrote one compaction."""
+
+    result: CompactionResult
+
+
+@dataclass(frozen=True)
+class CompactionFailed:
+    """A worker's pass over ``replica`` failed; it retries with backoff."""
+
+    replica: str
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class JanitorReported:
+    """A janitor pass over one replica that changed something (quiet passes send nothing)."""
+
+    report: JanitorReport
+
+
+@dataclass(frozen=True)
+class JanitorRound:
+    """A janitor round over all replicas ended; ``replicas`` of them were cleaned."""
+
+    replicas: int
+
+
+@dataclass(frozen=True)
+class JanitorFailed:
+    """The janitor's pass over ``replica`` failed; it goes on with the next one."""
+
+    replica: str
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class Crashed:
+    """The role function raised unexpectedly: ``line`` is ``TYPE: message``; exit 1 follows."""
+
+    line: str
+
+
+Event = Heartbeat | Idle | Busy | Compacted | CompactionFailed | JanitorReported | JanitorRound | JanitorFailed | Crashed

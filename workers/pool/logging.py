@@ -1,0 +1,146 @@
+"""One log stream for the whole pool, every line tagged with the role and pid that wrote it.
+
+``multiprocessing_logging.install_mp_handler()`` replaces each handler of the root
+logger with a wrapper that owns a ``multiprocessing.Queue`` and a thread that feeds
+the queue's records to the real handler. A child forked *after* the install
+inherits the wrapper and its queue, so its records travel over the queue to the one
+thread in the supervisor and come out in one stream, whole lines, never interleaved.
+A child forked *before* the install would keep writing to the inherited stream
+directly. Hence the order in ``setup_logging``: handler, filter, formatter, then the
+install, all before the first fork; and the start method must be ``fork``, since the
+queue reaches the child by inheritance (the library checks the *global* start method).
+
+At exit the order matters again: multiprocessing's exit handler runs before
+logging's and closes the library queue (its feeder thread closes the reader too, on
+Python 3.11), so records still queued would be lost. ``drain_logging`` closes the
+wrapper first, which waits until the queue is empty, and puts the plain handler back.
+
+The role is added by a filter on the handler (the wrapper shares its sub-handler's
+filter list), so it runs in the process that logs, where the role is known; the
+formatter runs in the supervisor's feeder thread. The pid is the record's own
+``process`` field.
+
+Known limit of the library's queue: its writers share one process-shared lock, so a
+child SIGKILLed in the microseconds it spends writing one record would leave that
+lock taken and stall later records. Events and heartbeats therefore travel over one
+pipe per child (see ``ltxpool.pool.child``), never over this queue, so a stalled log
+stream cannot make the supervisor think a healthy worker hangs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import sys
+import time
+from typing import TextIO
+
+import multiprocessing_logging
+
+__all__ = [
+    "RoleFilter",
+    "TextFormatter",
+    "JsonFormatter",
+    "set_role",
+    "setup_logging",
+    "set_format",
+    "drain_logging",
+]
+
+_role = "supervisor"
+
+
+def set_role(role: str) -> None:
+    """Name this process in every record it logs from now on (``worker-2``, ``janitor``)."""
+    global _role
+    _role = role
+
+
+class RoleFilter(logging.Filter):
+    """Adds ``record.role``, in the process that emits the record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "role"):
+            record.role = _role
+        return True
+
+
+def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
+    """The traceback, formatted once and cached on the record, as ``logging.Formatter`` does.
+
+    The library formats a child's record in the child, drops ``exc_info`` (a
+    traceback does not pickle) and ships ``exc_text``: caching it is what carries
+    the traceback across.
+    """
+    if record.exc_info and not record.exc_text:
+        record.exc_text = formatter.formatException(record.exc_info)
+    return record.exc_text
+
+
+def _utc(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+
+
+class TextFormatter(logging.Formatter):
+    """``2025-01-31T12:00:00.123Z INFO worker-2[4711] message`` (and the traceback, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{_utc(record.created)} {record.levelname} {getattr(record, 'role', '?')}[{record.process}] {record.getMessage()}"
+        text = _exception_text(self, record)
+        return f"{line}\n{text}" if text else line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, role, pid, logger, message (and exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": _utc(record.created),
+            "ts": round(record.created, 6),
+            "level": record.levelname,
+            "role": getattr(record, "role", "?"),
+            "pid": record.process,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        text = _exception_text(self, record)
+        if text:
+            entry["exception"] = text
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _formatter(log_format: str) -> logging.Formatter:
+    return JsonFormatter() if log_format == "json" else TextFormatter()
+
+
+def setup_logging(log_format: str, level: str, stream: TextIO | None = None) -> None:
+    """Route every process's records to ``stream`` (stderr) through the supervisor; call before forking."""
+    if multiprocessing.get_start_method(allow_none=True) != "fork":
+        multiprocessing.set_start_method("fork", force=True)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(_formatter(log_format))
+    handler.addFilter(RoleFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    multiprocessing_logging.install_mp_handler(root)
+
+
+def set_format(log_format: str, level: str) -> None:
+    """Switch format and level of the running stream (on reload); children forked later follow."""
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    for handler in root.handlers:
+        handler.setFormatter(_formatter(log_format))
+
+
+def drain_logging() -> None:
+    """Deliver every record still queued, then log directly again (the supervisor calls it last)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, multiprocessing_logging.MultiProcessingHandler):
+            handler.close()
+    multiprocessing_logging.uninstall_mp_handler(root)

@@ -1,0 +1,105 @@
+"""The supervisor's Prometheus metrics: what the children report, plus the status gauges.
+
+Children never touch a registry: they send events (``ltxpool.pool.events``) over their pipe
+and the supervisor counts them here, so one registry in one process holds every
+counter and a child's restart loses none. ``serve`` exposes this registry and a
+:class:`ltxpool.replica.status.StatusCollector` (per replica and level, read at scrape
+time) over HTTP. Labels stay few on purpose: ``level`` and ``role`` are small sets;
+``replica`` appears only on the failure counters, which exist for failing replicas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+
+from ltxpool.pool.events import Busy, Compacted, CompactionFailed, Event, JanitorFailed, JanitorReported, JanitorRound
+from ltxpool.replica.compactor import CompactionResult
+from ltxpool.replica.janitor import JanitorReport
+from ltxpool.replica.status import StatusCollector
+
+__all__ = ["PoolMetrics"]
+
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+_WAITS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+
+
+class PoolMetrics:
+    """Counters of the running pool, fed from child events."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.compactions = Counter("ltxpool_compactions", "Compactions written, by target level", ["level"], registry=r)
+        self.compaction_inputs = Counter("ltxpool_compaction_input_files", "Files merged by compactions",
+                                         ["level"], registry=r)
+        self.compaction_bytes = Counter("ltxpool_compaction_written_bytes", "Bytes written by compactions",
+                                        ["level"], registry=r)
+        self.compaction_seconds = Histogram("ltxpool_compaction_duration_seconds", "Time to compact one level",
+                                            ["level"], buckets=_SECONDS, registry=r)
+        self.compaction_failures = Counter("ltxpool_compaction_failures", "Compaction passes that raised an error",
+                                           ["replica"], registry=r)
+        self.schedule_lag = Histogram("ltxpool_schedule_lag_seconds",
+                                      "How late a due compaction pass started (all workers busy)",
+                                      buckets=_SECONDS, registry=r)
+        self.janitor_rounds = Counter("ltxpool_janitor_rounds", "Janitor rounds over all replicas", registry=r)
+        self.janitor_orphans = Counter("ltxpool_janitor_orphans_removed", "Orphaned temp files removed", registry=r)
+        self.janitor_retention = Counter("ltxpool_janitor_retention_removed", "LTX files removed by retention",
+                                         registry=r)
+        self.janitor_quarantined = Counter("ltxpool_janitor_quarantined", "Corrupt LTX files moved to quarantine",
+                                           registry=r)
+        self.janitor_busy = Counter("ltxpool_janitor_busy_dirs",
+                                    "Directories skipped because writes in flight outlasted the cleaning timeout",
+                                    registry=r)
+        self.janitor_lock_wait = Histogram("ltxpool_janitor_lock_wait_seconds",
+                                           "How long the janitor waited for a directory lock", buckets=_WAITS,
+                                           registry=r)
+        self.janitor_failures = Counter("ltxpool_janitor_failures", "Janitor passes that raised an error",
+                                        ["replica"], registry=r)
+        self.restarts = Counter("ltxpool_child_restarts", "Children restarted after a crash or a hang",
+                                ["role"], registry=r)
+        self.hang_kills = Counter("ltxpool_child_hang_kills", "Children killed for hanging past hang_timeout",
+                                  ["role"], registry=r)
+        self.children = Gauge("ltxpool_children", "Running child processes", ["role"], registry=r)
+
+    def record(self, event: Event) -> None:
+        """Count one event from a child."""
+        if isinstance(event, Compacted):
+            self._compacted(event.result)
+        elif isinstance(event, CompactionFailed):
+            self.compaction_failures.labels(event.replica).inc()
+        elif isinstance(event, JanitorReported):
+            self._janitor(event.report)
+        elif isinstance(event, JanitorRound):
+            self.janitor_rounds.inc()
+        elif isinstance(event, JanitorFailed):
+            self.janitor_failures.labels(event.replica).inc()
+        elif isinstance(event, Busy) and event.what.startswith("compacting"):
+            self.schedule_lag.observe(event.lag)
+
+    def _compacted(self, result: CompactionResult) -> None:
+        level = str(result.level)
+        self.compactions.labels(level).inc()
+        self.compaction_inputs.labels(level).inc(result.inputs)
+        self.compaction_bytes.labels(level).inc(result.bytes_written)
+        self.compaction_seconds.labels(level).observe(result.seconds)
+
+    def _janitor(self, report: JanitorReport) -> None:
+        self.janitor_orphans.inc(report.orphans_removed)
+        self.janitor_retention.inc(report.retention_removed)
+        self.janitor_quarantined.inc(report.quarantined)
+        self.janitor_busy.inc(report.busy_dirs)
+        for waited in report.lock_waits:
+            self.janitor_lock_wait.observe(waited)
+
+    def serve(self, port: int, address: str, roots: Callable[[], Sequence[str]], foreign_temp_age: float) -> None:
+        """Serve these counters and the replicas' status on ``http://address:port/metrics``."""
+        self.registry.register(StatusCollector(roots, foreign_temp_age))
+        start_http_server(port, address, registry=self.registry)

@@ -1,0 +1,132 @@
+"""The whole life of each kind of child: one module-level function per role.
+
+``worker_main``: a compaction worker. It keeps its own schedule of every replica
+(``ltxpool.pool.schedule``), sleeps until the first is due, runs ``compaction_pass`` on
+it and plans the next. There is no central queue: N workers look at the same
+replicas, starting at different offsets, and the per-level claims keep two of them
+off one level (a claimed level is skipped, not waited for).
+
+``janitor_main``: the one janitor. Every ``janitor_interval`` it runs
+``janitor_pass`` on each replica in turn (orphaned temp files, quarantine of
+corrupt files, retention) and reports what it did.
+
+Both announce each item before they start it (``busy``), which starts the
+supervisor's hang deadline, and report every result and every failure. A failure
+of one replica (an ltxpool error or an OSError) is logged, reported and retried
+later; the child goes on with the other replicas. Anything else is a bug and
+crashes the child, which the supervisor restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ltxpool.errors import LtxpoolError
+from ltxpool.pool.child import ChildLink
+from ltxpool.pool.config import PoolConfig
+from ltxpool.pool.events import Compacted, CompactionFailed, JanitorFailed, JanitorReported, JanitorRound
+from ltxpool.pool.schedule import ReplicaSchedule
+from ltxpool.replica.compactor import compaction_pass
+from ltxpool.replica.janitor import JanitorReport, janitor_pass
+from ltxpool.replica.layout import Replica
+
+__all__ = ["worker_main", "janitor_main"]
+
+log = logging.getLogger("ltxpool.pool")
+
+
+def worker_main(link: ChildLink, index: int, config: PoolConfig) -> None:
+    """Compact due levels of every replica until asked to stop (SIGTERM)."""
+    replicas = [Replica(root) for root in config.replicas]
+    schedule = ReplicaSchedule(
+        replicas, config.compaction, offset=index * len(replicas) // config.workers,
+        poll_interval=config.poll_interval,
+    )
+    while not link.stopping:
+        now = time.time()
+        schedule.maintain(now)
+        due = schedule.pop_due(now)
+        if due is None:
+            link.sleep(schedule.wake_at() - now)
+            continue
+        position, due_at = due
+        replica = replicas[position]
+        lag = max(now - due_at, 0.0)
+        log.debug("%s: compaction pass, %.3f s after it was due", replica.root, lag)
+        link.busy(f"compacting {replica.root}", lag)
+        try:
+            results = compaction_pass(replica, config.compaction, now)
+        except (LtxpoolError, OSError) as exc:
+            delay = schedule.failed(position, time.time())
+            log.error("%s: compaction failed: %s (retry in %.0f s)", replica.root, exc, delay)
+            link.send(CompactionFailed(replica.root, exc))
+            continue
+        for result in results:
+            link.send(Compacted(result))
+        schedule.finished(position, time.time(), progressed=bool(results))
+
+
+def _log_report(report: JanitorReport, known_problems: set[str]) -> None:
+    """One line when the round changed something; each problem once, when first seen."""
+    if report.orphans_removed or report.retention_removed or report.quarantined or report.busy_dirs:
+        log.info("%s: janitor removed %d orphaned temp files and %d files past retention, quarantined %d, "
+                 "skipped %d busy directories", report.replica, report.orphans_removed, report.retention_removed,
+                 report.quarantined, report.busy_dirs)
+    for problem in report.problems:
+        if problem not in known_problems:
+            log.warning("%s: %s", report.replica, problem)
+    known_problems.clear()
+    known_problems.update(report.problems)
+
+
+class _Verified:
+    """The files ``janitor_pass`` has verified, per replica, kept no bigger than needed.
+
+    ``janitor_pass`` only ever adds to the set; over months every level-0 file that
+    ever arrived would stay in it. Once a set has doubled since it was last pruned,
+    entries whose file is gone are dropped (one listing, paid rarely).
+    """
+
+    def __init__(self) -> None:
+        self.sets: dict[str, set[tuple[str, int, float]]] = {}
+        self._pruned_at: dict[str, int] = {}
+
+    def of(self, replica: Replica) -> set[tuple[str, int, float]]:
+        return self.sets.setdefault(replica.root, set())
+
+    def prune_if_grown(self, replica: Replica) -> None:
+        verified = self.of(replica)
+        if len(verified) <= 2 * self._pruned_at.get(replica.root, 0) + 64:
+            return
+        present = {(f.path, f.size, f.mtime) for listing in replica.list_all().values() for f in listing.files}
+        verified.intersection_update(present)
+        self._pruned_at[replica.root] = len(verified)
+
+
+def janitor_main(link: ChildLink, config: PoolConfig) -> None:
+    """Clean every replica every ``janitor_interval`` seconds until asked to stop."""
+    replicas = [Replica(root) for root in config.replicas]
+    verified = _Verified()
+    problems: dict[str, set[str]] = {replica.root: set() for replica in replicas}
+    while not link.stopping:
+        started = time.monotonic()
+        done = 0
+        for replica in replicas:
+            if link.stopping:
+                break
+            link.busy(f"cleaning {replica.root}")
+            try:
+                report = janitor_pass(replica, config.janitor, time.time(), verified.of(replica))
+                verified.prune_if_grown(replica)
+            except (LtxpoolError, OSError) as exc:
+                log.error("%s: janitor round failed: %s", replica.root, exc)
+                link.send(JanitorFailed(replica.root, exc))
+                continue
+            _log_report(report, problems[replica.root])
+            if report.orphans_removed or report.retention_removed or report.quarantined or report.busy_dirs \
+                    or report.lock_waits:
+                link.send(JanitorReported(report))
+            done += 1
+        link.send(JanitorRound(done))
+        link.sleep(config.janitor_interval - (time.monotonic() - started))

@@ -1,0 +1,171 @@
+"""When each replica next needs a compaction pass, as one worker sees it.
+
+A pool watches hundreds of replicas; listing every level of every replica every
+second would cost more than the compactions. So each replica has a due time from
+``next_due`` (computed from one listing, infinite when nothing is pending) and sits
+in a heap: a worker sleeps until the earliest due time and touches nothing else.
+
+What can make an idle replica due is new level-0 files, written by someone else
+(Litestream, ``ltxpool replicate``). Those are noticed by ``stat`` of each
+``ltx/0`` directory every ``poll_interval`` (~2.5 us each): a changed mtime means a
+file came or went, and only then is that replica listed again. Directory mtimes
+have the kernel's coarse clock granularity (a few ms), so two renames within one
+tick show one mtime; as git does with "racily clean" entries, a directory whose
+mtime is under a second old is looked at again on the next poll.
+
+Higher levels only gain inputs from compactions, and the worker that compacted
+recomputes the due time itself; a full recomputation every ``rescan_interval``
+covers whatever else (another worker that died mid-way, a foreign writer).
+
+Ties are broken by the worker's own order, which starts at an offset set by its
+index, so that N workers facing the same due replicas start at different places
+and seldom race for the same claim. A pass that did nothing while its replica is
+still due means another worker holds the claim: that replica is left alone for
+``claim_retry`` seconds (default: one poll interval; the holder plans its own next
+pass, so this is only the fallback should the holder die mid-way). A pass that failed backs off exponentially up to
+``failure_backoff_max``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+import time
+from collections.abc import Sequence
+
+from ltxpool.errors import LtxpoolError
+from ltxpool.replica.compactor import CompactionSettings, next_due
+from ltxpool.replica.layout import Replica
+
+__all__ = ["ReplicaSchedule"]
+
+_RACY_NS = 1_000_000_000
+
+
+class ReplicaSchedule:
+    """Due times of ``replicas`` for one worker; all times are wall-clock seconds."""
+
+    def __init__(self, replicas: Sequence[Replica], settings: CompactionSettings, *, offset: int = 0,
+                 poll_interval: float = 1.0, rescan_interval: float = 300.0, claim_retry: float | None = None,
+                 failure_backoff_max: float = 300.0) -> None:
+        self.replicas = list(replicas)
+        self.settings = settings
+        self.poll_interval = poll_interval
+        self.rescan_interval = rescan_interval
+        self.claim_retry = poll_interval if claim_retry is None else claim_retry
+        self.failure_backoff_max = failure_backoff_max
+        count = len(self.replicas)
+        self._order = [(offset + k) % count for k in range(count)] if count else []
+        self._rank = {position: rank for rank, position in enumerate(self._order)}
+        self._level0 = [replica.level_dir(0) for replica in self.replicas]
+        self._due = [math.inf] * count
+        self._not_before = [0.0] * count
+        self._failures = [0] * count
+        self._version = [0] * count
+        self._seen: list[int | None] = [None] * count
+        self._settled = [False] * count
+        self._heap: list[tuple[float, int, int, int]] = []
+        self.next_poll = 0.0
+        self.next_rescan = 0.0
+
+    def due(self, position: int) -> float:
+        return self._due[position]
+
+    def _set(self, position: int, due: float) -> None:
+        due = max(due, self._not_before[position])
+        self._due[position] = due
+        self._version[position] += 1
+        if due != math.inf:
+            heapq.heappush(self._heap, (due, self._rank[position], position, self._version[position]))
+
+    def refresh(self, position: int, now: float) -> None:
+        """List the replica once and file it under its next due time.
+
+        A replica that cannot be listed is due now: the pass that follows meets the
+        same error and reports it, with the failure backoff.
+        """
+        try:
+            due = next_due(self.replicas[position], self.settings, now)
+        except (LtxpoolError, OSError):
+            due = now
+        self._set(position, due)
+
+    def _look(self, position: int, now_ns: int) -> bool:
+        """Whether ``ltx/0`` changed since last seen (or may have: racily recent mtime)."""
+        try:
+            mtime: int | None = os.stat(self._level0[position]).st_mtime_ns
+        except OSError:
+            mtime = None
+        changed = mtime != self._seen[position] or not self._settled[position]
+        self._seen[position] = mtime
+        self._settled[position] = mtime is None or now_ns - mtime >= _RACY_NS
+        return changed
+
+    def poll(self, now: float) -> int:
+        """Re-plan the replicas whose level 0 changed; returns how many did."""
+        now_ns = time.time_ns()
+        changed = 0
+        for position in self._order:
+            if self._look(position, now_ns):
+                self.refresh(position, now)
+                changed += 1
+        self.next_poll = now + self.poll_interval
+        return changed
+
+    def rescan(self, now: float) -> None:
+        """Re-plan every replica (at start, and every ``rescan_interval``)."""
+        now_ns = time.time_ns()
+        for position in self._order:
+            self._look(position, now_ns)
+            self.refresh(position, now)
+        self.next_poll = now + self.poll_interval
+        self.next_rescan = now + self.rescan_interval
+
+    def maintain(self, now: float) -> None:
+        """Run the rescan or the poll if its time has come."""
+        if now >= self.next_rescan:
+            self.rescan(now)
+        elif now >= self.next_poll:
+            self.poll(now)
+
+    def _top(self) -> tuple[float, int] | None:
+        while self._heap:
+            due, _, position, version = self._heap[0]
+            if version == self._version[position]:
+                return due, position
+            heapq.heappop(self._heap)
+        return None
+
+    def pop_due(self, now: float) -> tuple[int, float] | None:
+        """The replica whose pass is due first, with its due time, or None before then."""
+        top = self._top()
+        if top is None or top[0] > now:
+            return None
+        heapq.heappop(self._heap)
+        due, position = top
+        self._due[position] = math.inf
+        self._version[position] += 1
+        return position, due
+
+    def wake_at(self) -> float:
+        """When there is next something to do: a due replica, a poll or a rescan."""
+        top = self._top()
+        return min(top[0] if top is not None else math.inf, self.next_poll, self.next_rescan)
+
+    def finished(self, position: int, now: float, progressed: bool) -> None:
+        """After a pass: plan the next one. Still due with no progress: someone holds the claim."""
+        self._failures[position] = 0
+        self._not_before[position] = 0.0
+        self.refresh(position, now)
+        if self._due[position] <= now and not progressed:
+            self._not_before[position] = now + self.claim_retry
+            self._set(position, self._not_before[position])
+
+    def failed(self, position: int, now: float) -> float:
+        """After a pass that raised: retry later, later each time; returns the delay."""
+        self._failures[position] += 1
+        delay = min(self.poll_interval * 2.0 ** self._failures[position], self.failure_backoff_max)
+        self._not_before[position] = now + delay
+        self._set(position, now + delay)
+        return delay

@@ -1,0 +1,129 @@
+"""Whether a replica's TXIDs restore, checked from headers and page indexes alone.
+
+``verify`` judges files one at a time, and a replica whose every file verifies can
+still fail to restore: a TXID whose commit grew without its new pages, a page-size
+change in the middle of a chain, a gap. This module asks of a TXID what restore
+would need, without decompressing a page:
+
+* the restore chain reaches it (``ltxpool.replica.plan.plan_restore``): no gap;
+* each file's header agrees with its name, and with its place in the chain
+  (TXIDs follow on, one page size);
+* every page 1..commit (but the lock page, which SQLite never uses) is held by a
+  file of the chain *after the last shrink below it*. Walking the chain oldest
+  first, a file whose commit is smaller than the pages seen so far cuts them off
+  (the database shrank); only the pages it or a later file writes count again.
+  Restore's newest-wins merge would otherwise hand back a page from before the
+  shrink, or nothing.
+
+Cost: one header and one page index per file of the chain, and a bitmap of one
+byte a page of the database.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from ltxpool.errors import LtxpoolError
+from ltxpool.ltx import Header, lock_page, open_ltx, parse_filename
+from ltxpool.ltx.errors import CorruptLTXError
+from ltxpool.replica.layout import Listing, Replica
+from ltxpool.replica.plan import Plan, plan_restore
+
+__all__ = ["ChainProblem", "check_plan", "check_txid", "check_replica", "restorable_txids"]
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """Why TXID ``txid`` (None: the latest) cannot be restored; ``path`` names the file."""
+
+    txid: int | None
+    path: str
+    reason: str
+    # The decoder's own error, where a file of the chain is damaged (it names the byte).
+    error: CorruptLTXError | None = None
+
+    @property
+    def summary(self) -> str:
+        at = "latest TXID" if self.txid is None else f"TXID {self.txid}"
+        return f"{at} does not restore: {self.reason}"
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.summary}"
+
+
+def _link_problem(path: str, header: Header, previous: Header | None) -> str | None:
+    """Why ``header`` cannot follow ``previous`` in a chain (or disagrees with its name)."""
+    txids = parse_filename(os.path.basename(path))
+    if txids is not None and txids != (header.min_txid, header.max_txid):
+        return f"header holds TXIDs {header.min_txid}-{header.max_txid}, the file name says {txids[0]}-{txids[1]}"
+    if previous is None:
+        return None
+    if header.page_size != previous.page_size:
+        return f"page size {header.page_size} after {previous.page_size} within one restore chain"
+    if header.min_txid != previous.max_txid + 1:
+        return f"TXID {header.min_txid} does not follow TXID {previous.max_txid}"
+    return None
+
+
+def check_txid(listings: Mapping[int, Listing], txid: int | None = None) -> ChainProblem | None:
+    """The first reason ``txid`` (default: the latest) would not restore, or None."""
+    try:
+        plan = plan_restore(listings, txid)
+    except LtxpoolError as exc:
+        return ChainProblem(txid, exc.path, exc.reason)
+    if txid is None and plan.problems:
+        return ChainProblem(txid, plan.inputs[-1].path, plan.problems[0])
+    return check_plan(plan, txid)
+
+
+def check_plan(plan: Plan, txid: int | None = None) -> ChainProblem | None:
+    """The first reason the chain ``plan`` would not restore, or None (see above)."""
+    present = bytearray()
+    previous: Header | None = None
+    for f in plan.inputs:
+        try:
+            with open_ltx(f.path) as decoder:
+                header = decoder.header
+                problem = _link_problem(f.path, header, previous)
+                if problem is not None:
+                    return ChainProblem(txid, f.path, problem)
+                pgnos = decoder.page_numbers()
+        except CorruptLTXError as exc:
+            return ChainProblem(txid, f.path, exc.reason, exc)
+        if len(present) > header.commit:
+            del present[header.commit:]
+        else:
+            present.extend(bytes(header.commit - len(present)))
+        for pgno in pgnos:
+            present[pgno - 1] = 1
+        previous = header
+    assert previous is not None
+    skip = lock_page(previous.page_size)
+    if skip <= len(present):
+        present[skip - 1] = 1
+    missing = present.find(0)
+    if missing >= 0:
+        count = present.count(0)
+        return ChainProblem(
+            txid, plan.inputs[-1].path,
+            f"{count} of {previous.commit} pages are in no file of the chain (first: page {missing + 1})",
+        )
+    return None
+
+
+def restorable_txids(listings: Mapping[int, Listing]) -> Iterator[int]:
+    """Every TXID the replica claims as a restore point: the end of each file, ascending."""
+    yield from sorted({f.max_txid for listing in listings.values() for f in listing.files})
+
+
+def check_replica(replica: Replica, *, every_txid: bool = False) -> list[ChainProblem]:
+    """Problems of the latest TXID, or (``every_txid``) of every TXID a file ends at."""
+    listings = replica.list_all()
+    if not any(listing.files for listing in listings.values()):
+        return []
+    if not every_txid:
+        problem = check_txid(listings, None)
+        return [] if problem is None else [problem]
+    return [p for txid in restorable_txids(listings) if (p := check_txid(listings, txid)) is not None]

@@ -1,0 +1,145 @@
+"""Compaction of one replica: level 0 -> 1 -> 2 -> 3, and level-9 snapshots.
+
+A level is *due* when its newest file is older than the level's interval
+(Litestream's defaults: 30 s, 5 min, 1 h; snapshots every 24 h) and there is
+something to merge. Each compaction of a level runs under that level's non-blocking
+claim, so two workers never compact the same level at once (a claimed level is
+simply skipped), and the output is written through the atomic writer under the
+level directory's lock, so the janitor can never remove its temp file (#670).
+
+A level-9 snapshot is the merge of the latest restore chain: the newest snapshot
+(if any) and every file after it. Litestream takes its snapshots from the live
+database instead; both give a file starting at TXID 1 that holds every page.
+
+As Litestream does, an output file's mtime is set to its header timestamp: Litestream's
+retention reads file times, and a replica may be shared with it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ltxpool.errors import LtxpoolError
+from ltxpool.locks.claim import Claim
+from ltxpool.locks.dirlock import DirLock
+from ltxpool.replica.atomic import AtomicWriter
+from ltxpool.replica.layout import COMPACTION_LEVELS, SNAPSHOT_LEVEL, Listing, Replica
+from ltxpool.replica.merge import merge_files
+from ltxpool.replica.plan import Plan, plan_compaction, plan_restore
+
+__all__ = ["CompactionSettings", "CompactionResult", "compact_level", "compaction_pass", "next_due", "plan_for"]
+
+log = logging.getLogger("ltxpool.compactor")
+
+SCHEDULED_LEVELS = (*COMPACTION_LEVELS, SNAPSHOT_LEVEL)
+
+
+@dataclass(frozen=True)
+class CompactionSettings:
+    """Seconds between compactions of each level, and between snapshots."""
+
+    intervals: Mapping[int, float] = field(default_factory=lambda: {1: 30.0, 2: 300.0, 3: 3600.0})
+    snapshot_interval: float = 86400.0
+
+    def interval(self, level: int) -> float:
+        return self.snapshot_interval if level == SNAPSHOT_LEVEL else self.intervals[level]
+
+
+@dataclass(frozen=True)
+class CompactionResult:
+    replica: str
+    level: int
+    inputs: int
+    min_txid: int
+    max_txid: int
+    bytes_written: int
+    seconds: float
+
+
+def plan_for(listings: Mapping[int, Listing], level: int) -> Plan:
+    """What compacting ``level`` would merge now (an empty plan: nothing to do)."""
+    if level != SNAPSHOT_LEVEL:
+        return plan_compaction(listings, level)
+    if not any(listing.files for listing in listings.values()):
+        return Plan()
+    plan = plan_restore(listings)
+    if [f.level for f in plan.inputs] == [SNAPSHOT_LEVEL]:
+        return Plan(problems=plan.problems)
+    return plan
+
+
+def _last_compaction(listings: Mapping[int, Listing], level: int) -> float:
+    return max((f.mtime for f in listings[level].files), default=-math.inf)
+
+
+def compact_level(replica: Replica, level: int) -> CompactionResult | None:
+    """Compact ``level`` now if this process can claim it and there is work; else None."""
+    directory = replica.ensure_level_dir(level, parents=False)
+    with Claim(directory) as claim, claim.held() as mine:
+        if not mine:
+            return None
+        plan = plan_for(replica.list_all(), level)
+        for problem in plan.problems:
+            log.warning("%s: level %d: %s", replica.root, level, problem)
+        if not plan.inputs:
+            return None
+        started = time.monotonic()
+        path = replica.path_of(level, plan.min_txid, plan.max_txid)
+        try:
+            with DirLock(directory) as lock, AtomicWriter(path, lock) as writer:
+                result = merge_files([f.path for f in plan.inputs], writer)
+                timestamp = result.header.timestamp / 1000
+                os.utime(writer.temp_path, (timestamp, timestamp))
+                writer.commit()
+        except LtxpoolError as exc:
+            if exc.step != "open" or exc.errno != errno.ENOENT:
+                raise
+            # Retention (or an operator) removed an input after we planned: the next
+            # round plans again from what is there.
+            log.info("%s: level %d: input %s vanished; will re-plan", replica.root, level, exc.path)
+            return None
+    compaction = CompactionResult(
+        replica.root, level, len(plan.inputs), plan.min_txid, plan.max_txid,
+        writer.bytes_written, time.monotonic() - started,
+    )
+    log.info(
+        "%s: compacted %d files into level %d: TXID %d-%d, %d bytes in %.3f s",
+        replica.root, compaction.inputs, level, compaction.min_txid, compaction.max_txid,
+        compaction.bytes_written, compaction.seconds,
+    )
+    return compaction
+
+
+def _due(listings: Mapping[int, Listing], level: int, settings: CompactionSettings, now: float) -> bool:
+    # The same sum next_due returns: "now - last >= interval" can round the other way
+    # for epoch-sized times, and a pass started exactly on time would find nothing due.
+    return now >= _last_compaction(listings, level) + settings.interval(level)
+
+
+def compaction_pass(replica: Replica, settings: CompactionSettings, now: float) -> list[CompactionResult]:
+    """Compact every level of ``replica`` that is due, lowest first (one level feeds the next)."""
+    results = []
+    for level in SCHEDULED_LEVELS:
+        listings = replica.list_all()
+        if _due(listings, level, settings, now) and plan_for(listings, level).inputs:
+            result = compact_level(replica, level)
+            if result is not None:
+                results.append(result)
+    return results
+
+
+def next_due(replica: Replica, settings: CompactionSettings, now: float) -> float:
+    """The earliest wall time at which a level with pending work becomes due (inf: none pending)."""
+    listings = replica.list_all()
+    times = [
+        max(now, _last_compaction(listings, level) + settings.interval(level))
+        for level in SCHEDULED_LEVELS
+        if plan_for(listings, level).inputs
+    ]
+    return min(times, default=math.inf)

@@ -1,0 +1,218 @@
+"""The janitor: orphaned temp files, quarantine of corrupt files, retention.
+
+``janitor_pass`` does one round over one replica; ``sweep_temp_files`` is its first
+step for each level directory.
+
+While the janitor holds the directory's lock in cleaning mode, no writer is between
+``create`` and ``rename``: every ltxpool temp file it sees is the orphan of a writer
+that crashed, and is deleted. Temp files of other tools (Litestream's ``*.ltx.tmp``)
+are not covered by our lock, so they are deleted only when older than
+``foreign_age`` seconds — long past any write that could still need them.
+
+Without a lock (``lock=None``, the ``--no-lock`` control of ``ltxpool stress``) the
+sweep deletes every ``*.tmp`` at once, exactly as the cleanup in Litestream #670 did.
+
+Nothing is followed: entries are examined with lstat and a symlink is unlinked as a
+link, never through it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from ltxpool.errors import LtxpoolError
+from ltxpool.locks.dirlock import DirLock
+from ltxpool.locks.errors import LockTimeout
+from ltxpool.ltx import verify_file
+from ltxpool.ltx.errors import CorruptLTXError
+from ltxpool.replica.atomic import is_ltxpool_temp
+from ltxpool.replica.errors import JanitorError
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.quarantine import quarantine
+from ltxpool.replica.retention import RetentionPolicy, plan_retention
+
+__all__ = [
+    "SweepResult",
+    "sweep_temp_files",
+    "JanitorSettings",
+    "JanitorReport",
+    "janitor_pass",
+    "DEFAULT_FOREIGN_TEMP_AGE",
+    "DEFAULT_CLEANING_TIMEOUT",
+]
+
+#: Other tools' temp files younger than this are left alone (seconds).
+DEFAULT_FOREIGN_TEMP_AGE = 3600.0
+#: How long the janitor waits for writes in flight before skipping a directory (seconds).
+DEFAULT_CLEANING_TIMEOUT = 1.0
+
+
+@dataclass
+class SweepResult:
+    """What one sweep of one directory did.
+
+    ``locked``: the lock was taken (only when there was something to remove);
+    ``busy``: writes in flight outlasted the timeout, skipped until the next round.
+    """
+
+    directory: str
+    removed: list[str] = field(default_factory=list)
+    locked: bool = False
+    busy: bool = False
+    waited: float = 0.0
+
+
+def _find_temp_files(directory: str, foreign_age: float) -> list[os.DirEntry[str]]:
+    """ltxpool temp files, and other tools' ``*.tmp`` older than ``foreign_age`` seconds."""
+    now = time.time()
+    try:
+        entries = list(os.scandir(directory))
+    except OSError as exc:
+        raise JanitorError.from_oserror(directory, "list directory", exc) from exc
+    found = []
+    for entry in entries:
+        if not entry.name.endswith(".tmp"):
+            continue
+        if not is_ltxpool_temp(entry.name):
+            try:
+                if now - entry.stat(follow_symlinks=False).st_mtime < foreign_age:
+                    continue
+            except FileNotFoundError:
+                continue
+        found.append(entry)
+    return found
+
+
+def _remove(entries: list[os.DirEntry[str]], result: SweepResult) -> None:
+    for entry in entries:
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise JanitorError.from_oserror(entry.path, "unlink temp file", exc) from exc
+        result.removed.append(entry.name)
+
+
+def sweep_temp_files(
+    directory: str | os.PathLike[str],
+    lock: DirLock | None,
+    *,
+    foreign_age: float = DEFAULT_FOREIGN_TEMP_AGE,
+    timeout: float = DEFAULT_CLEANING_TIMEOUT,
+) -> SweepResult:
+    """Remove orphaned temp files from ``directory`` under its lock; skip it if busy.
+
+    The listing is taken without the lock, and the lock only when it found something:
+    a temp file seen then is, once every writer is excluded, either gone (its write
+    finished) or an orphan. Most sweeps find nothing and never make a writer wait.
+    """
+    result = SweepResult(os.fspath(directory))
+    if lock is None:
+        _remove(_find_temp_files(result.directory, 0.0), result)
+        return result
+    candidates = _find_temp_files(result.directory, foreign_age)
+    if not candidates:
+        return result
+    try:
+        with lock.cleaning(timeout) as waited:
+            result.locked = True
+            result.waited = waited
+            _remove(candidates, result)
+    except LockTimeout as exc:
+        result.busy = True
+        result.waited = exc.waited
+    return result
+
+
+@dataclass(frozen=True)
+class JanitorSettings:
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    foreign_temp_age: float = DEFAULT_FOREIGN_TEMP_AGE
+    cleaning_timeout: float = DEFAULT_CLEANING_TIMEOUT
+
+
+@dataclass
+class JanitorReport:
+    """What one round over one replica did."""
+
+    replica: str
+    orphans_removed: int = 0
+    retention_removed: int = 0
+    quarantined: int = 0
+    busy_dirs: int = 0
+    lock_waits: list[float] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _quarantine_corrupt(replica: Replica, locks: dict[int, DirLock], verified: set[tuple[str, int, float]],
+                        report: JanitorReport) -> None:
+    """Verify each LTX file not verified before (by path, size, mtime); quarantine the corrupt."""
+    for level, listing in replica.list_all().items():
+        report.problems.extend(f"{path}: {reason}" for path, reason in listing.skipped)
+        for f in listing.files:
+            key = (f.path, f.size, f.mtime)
+            if key in verified:
+                continue
+            try:
+                verify_file(f.path)
+            except FileNotFoundError:
+                continue
+            except CorruptLTXError as exc:
+                moved = quarantine(replica, f, str(exc), locks[level])
+                report.quarantined += 1
+                report.problems.append(f"quarantined {f.path} -> {moved}: {exc.reason}")
+                continue
+            except LtxpoolError as exc:
+                report.problems.append(str(exc))
+                continue
+            verified.add(key)
+
+
+def _apply_retention(replica: Replica, settings: JanitorSettings, now: float, locks: dict[int, DirLock],
+                     report: JanitorReport) -> None:
+    for f in plan_retention(replica.list_all(), settings.retention, now):
+        try:
+            with locks[f.level].cleaning(settings.cleaning_timeout):
+                os.unlink(f.path)
+        except FileNotFoundError:
+            continue
+        except LockTimeout:
+            report.busy_dirs += 1
+            continue
+        except OSError as exc:
+            raise JanitorError.from_oserror(f.path, "retention unlink", exc) from exc
+        report.retention_removed += 1
+
+
+def janitor_pass(
+    replica: Replica,
+    settings: JanitorSettings,
+    now: float,
+    verified: set[tuple[str, int, float]] | None = None,
+) -> JanitorReport:
+    """One janitor round over ``replica``: orphans, then quarantine, then retention.
+
+    ``verified`` remembers files already verified across rounds (pass the same set
+    each round); without it every file is verified every round.
+    """
+    report = JanitorReport(replica.root)
+    verified = set() if verified is None else verified
+    locks: dict[int, DirLock] = {}
+    try:
+        for level, directory in replica.safe_level_dirs():
+            locks[level] = DirLock(directory)
+            swept = sweep_temp_files(directory, locks[level], foreign_age=settings.foreign_temp_age,
+                                     timeout=settings.cleaning_timeout)
+            report.orphans_removed += len(swept.removed)
+            report.busy_dirs += swept.busy
+            if swept.locked or swept.busy:
+                report.lock_waits.append(swept.waited)
+        _quarantine_corrupt(replica, locks, verified, report)
+        _apply_retention(replica, settings, now, locks, report)
+    finally:
+        for lock in locks.values():
+            lock.close()
+    return report

@@ -1,0 +1,297 @@
+"""What a replica looks like now, per level: for ``ltxpool status`` and the metrics server.
+
+Read-only and lock-free: a status never waits for a writer and never changes a file.
+Per level: files, bytes, TXID range, gaps and overlaps between consecutive files
+(``level_problems``), temp files and how many of them are orphans, and the time of
+the newest file. Per replica: quarantined files, and TXID ranges that no level holds
+any more (``coverage_gaps``: lost, unlike a hole at a low level that a higher level
+covers, which is retention doing its job).
+
+*Orphan* temp file, as far as a reader without the lock can tell: an ltxpool temp
+file whose writer (the pid in its name) no longer exists, or another tool's ``*.tmp``
+older than ``foreign_temp_age``. The janitor removes both on its next round.
+
+*Newest file time*: the ctime of the level's highest-TXID file, i.e. when it was
+renamed into place. For level 0 that is the last arrival, for levels 1-3 and 9 the
+last compaction into the level. (Not the mtime: the compactor sets an output's
+mtime to its header timestamp, as Litestream does.)
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ltxpool.errors import LtxpoolError
+from ltxpool.replica.atomic import is_ltxpool_temp
+from ltxpool.replica.chain_check import check_txid
+from ltxpool.replica.janitor import DEFAULT_FOREIGN_TEMP_AGE
+from ltxpool.replica.layout import LEVELS, PROBLEM_NAME, Listing, Replica
+from ltxpool.replica.plan import coverage_gaps, level_problems
+from ltxpool.replica.quarantine import quarantined_files
+
+# A problem note is a line or two; never read more of a file a tenant may have planted.
+_PROBLEM_LIMIT = 4096
+
+__all__ = [
+    "LevelStatus",
+    "ReplicaStatus",
+    "replica_status",
+    "status_document",
+    "format_table",
+    "status_metrics",
+    "StatusCollector",
+]
+
+
+@dataclass
+class LevelStatus:
+    level: int
+    files: int = 0
+    bytes: int = 0
+    min_txid: int | None = None
+    max_txid: int | None = None
+    gaps: int = 0
+    overlaps: int = 0
+    temp_files: int = 0
+    orphan_temp_files: int = 0
+    newest_file_time: float | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReplicaStatus:
+    root: str
+    levels: list[LevelStatus]
+    quarantined: int = 0
+    lost_ranges: list[tuple[int, int]] = field(default_factory=list)
+    # Why the latest TXID would not restore (``ltxpool.replica.chain_check``); empty: it restores.
+    restore_problems: list[str] = field(default_factory=list)
+    # What keeps a continuous replicate from stepping, as it recorded it; None: nothing.
+    replicate_problem: str | None = None
+
+
+def _writer_gone(name: str) -> bool:
+    pid = int(name.rsplit(".ltxpool-", 1)[1].split("-", 1)[0])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _count_temp_files(directory: str, now: float, foreign_temp_age: float) -> tuple[int, int]:
+    temps = orphans = 0
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0, 0
+    except OSError as exc:
+        raise LtxpoolError.from_oserror(directory, "list level directory", exc) from exc
+    for entry in entries:
+        if not entry.name.endswith(".tmp"):
+            continue
+        temps += 1
+        if is_ltxpool_temp(entry.name):
+            orphans += _writer_gone(entry.name)
+            continue
+        try:
+            orphans += now - entry.stat(follow_symlinks=False).st_mtime > foreign_temp_age
+        except FileNotFoundError:
+            temps -= 1
+    return temps, orphans
+
+
+def _level_status(replica: Replica, listing: Listing, now: float, foreign_temp_age: float) -> LevelStatus:
+    files = listing.files
+    status = LevelStatus(listing.level, files=len(files), bytes=sum(f.size for f in files))
+    if files:
+        status.min_txid = min(f.min_txid for f in files)
+        status.max_txid = max(f.max_txid for f in files)
+        newest = max(files, key=lambda f: f.max_txid)
+        try:
+            status.newest_file_time = os.lstat(newest.path).st_ctime
+        except FileNotFoundError:
+            status.newest_file_time = None
+    for problem in level_problems(listing):
+        status.gaps += problem.startswith("gap")
+        status.overlaps += problem.startswith("overlap")
+        status.problems.append(problem)
+    status.problems.extend(f"{path}: {reason}" for path, reason in listing.skipped)
+    status.temp_files, status.orphan_temp_files = _count_temp_files(
+        replica.level_dir(listing.level), now, foreign_temp_age)
+    return status
+
+
+def replica_status(replica: Replica, now: float, foreign_temp_age: float = DEFAULT_FOREIGN_TEMP_AGE) -> ReplicaStatus:
+    """The status of one replica; a root that is not a directory is an error naming it."""
+    try:
+        if not stat.S_ISDIR(os.stat(replica.root).st_mode):
+            raise LtxpoolError(replica.root, "status", errno.ENOTDIR, "not a directory")
+    except OSError as exc:
+        raise LtxpoolError.from_oserror(replica.root, "status", exc) from exc
+    listings = replica.list_all()
+    latest = check_txid(listings) if any(listing.files for listing in listings.values()) else None
+    return ReplicaStatus(
+        root=replica.root,
+        levels=[_level_status(replica, listings[level], now, foreign_temp_age) for level in LEVELS],
+        quarantined=len(quarantined_files(replica)),
+        lost_ranges=coverage_gaps(listings),
+        restore_problems=[] if latest is None else [str(latest)],
+        replicate_problem=_replicate_problem(replica, now),
+    )
+
+
+def _replicate_problem(replica: Replica, now: float) -> str | None:
+    """The problem a continuous replicate recorded (never followed through a link)."""
+    path = os.path.join(replica.state_dir, PROBLEM_NAME)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        document = json.loads(os.read(fd, _PROBLEM_LIMIT))
+        reason, since, pid = str(document["reason"]), float(document["since"]), int(document["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"replicate: unreadable {path}"
+    finally:
+        os.close(fd)
+    return f"replicate (pid {pid}) cannot step for {_human_age(max(now - since, 0.0))}: {reason}"
+
+
+def _age(newest: float | None, now: float) -> float | None:
+    return None if newest is None else max(now - newest, 0.0)
+
+
+def status_document(statuses: Sequence[ReplicaStatus], now: float) -> dict[str, Any]:
+    """The ``--json`` form: plain numbers, TXIDs in decimal, ages in seconds."""
+    replicas = []
+    for status in statuses:
+        levels = []
+        for level in status.levels:
+            entry = asdict(level)
+            entry["newest_file_age_seconds"] = _age(level.newest_file_time, now)
+            levels.append(entry)
+        replicas.append({
+            "root": status.root,
+            "quarantined": status.quarantined,
+            "lost_ranges": [list(r) for r in status.lost_ranges],
+            "restore_problems": status.restore_problems,
+            "replicate_problem": status.replicate_problem,
+            "levels": levels,
+        })
+    return {"time": now, "replicas": replicas}
+
+
+def _human_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.1f}s"
+
+
+_COLUMNS = ("REPLICA", "LEVEL", "FILES", "BYTES", "MIN_TXID", "MAX_TXID", "GAPS", "OVERLAPS", "TEMP",
+            "ORPHAN_TEMP", "NEWEST_AGE")
+
+
+def format_table(statuses: Sequence[ReplicaStatus], now: float) -> str:
+    """One row per replica and level that has anything; then quarantine, lost ranges, problems."""
+    rows = [_COLUMNS]
+    notes = []
+    for status in statuses:
+        for level in status.levels:
+            if not (level.files or level.temp_files or level.problems):
+                continue
+            rows.append((
+                status.root, str(level.level), str(level.files), str(level.bytes),
+                "-" if level.min_txid is None else str(level.min_txid),
+                "-" if level.max_txid is None else str(level.max_txid),
+                str(level.gaps), str(level.overlaps), str(level.temp_files), str(level.orphan_temp_files),
+                _human_age(_age(level.newest_file_time, now)),
+            ))
+            notes.extend(f"{status.root}: {problem}" for problem in level.problems)
+        if status.quarantined:
+            notes.append(f"{status.root}: {status.quarantined} quarantined files in {Replica(status.root).quarantine_dir}")
+        notes.extend(f"{status.root}: TXIDs {low}-{high} are in no file at any level" for low, high in status.lost_ranges)
+        notes.extend(status.restore_problems)
+        if status.replicate_problem is not None:
+            notes.append(f"{status.root}: {status.replicate_problem}")
+        if not any(level.files for level in status.levels):
+            notes.append(f"{status.root}: no LTX files")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    lines = ["  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+             for row in rows]
+    return "\n".join([*lines, *notes])
+
+
+def status_metrics(statuses: Sequence[ReplicaStatus], unreadable: Sequence[str] = ()) -> Iterator[GaugeMetricFamily]:
+    """The status as Prometheus gauges (labels: replica, level)."""
+    per_level = {
+        "files": ("ltxpool_level_files", "LTX files at this level"),
+        "bytes": ("ltxpool_level_bytes", "Bytes of the LTX files at this level"),
+        "min_txid": ("ltxpool_level_min_txid", "Lowest TXID held at this level"),
+        "max_txid": ("ltxpool_level_max_txid", "Highest TXID held at this level"),
+        "gaps": ("ltxpool_level_gaps", "Gaps between consecutive files at this level"),
+        "overlaps": ("ltxpool_level_overlaps", "Overlaps between consecutive files at this level"),
+        "temp_files": ("ltxpool_level_temp_files", "Temp files (*.tmp) in this level directory"),
+        "orphan_temp_files": ("ltxpool_level_orphan_temp_files",
+                              "Temp files whose writer is gone (or foreign ones past their age)"),
+        "newest_file_time": ("ltxpool_level_newest_file_timestamp_seconds",
+                             "When the newest file of the level was renamed into place (Unix time)"),
+    }
+    families = {key: GaugeMetricFamily(name, text, labels=["replica", "level"]) for key, (name, text) in per_level.items()}
+    quarantined = GaugeMetricFamily("ltxpool_replica_quarantined_files", "Files in the replica's quarantine folder",
+                                    labels=["replica"])
+    lost = GaugeMetricFamily("ltxpool_replica_lost_ranges", "TXID ranges held by no file at any level",
+                             labels=["replica"])
+    readable = GaugeMetricFamily("ltxpool_replica_readable", "1 if the replica could be read for this scrape",
+                                 labels=["replica"])
+    restorable = GaugeMetricFamily("ltxpool_replica_latest_restorable",
+                                   "1 if the latest TXID's restore chain is complete (headers and page indexes)",
+                                   labels=["replica"])
+    for status in statuses:
+        for level in status.levels:
+            labels = [status.root, str(level.level)]
+            for key, family in families.items():
+                value = getattr(level, key)
+                if value is not None:
+                    family.add_metric(labels, float(value))
+        quarantined.add_metric([status.root], status.quarantined)
+        lost.add_metric([status.root], len(status.lost_ranges))
+        readable.add_metric([status.root], 1)
+        restorable.add_metric([status.root], 0 if status.restore_problems else 1)
+    for root in unreadable:
+        readable.add_metric([root], 0)
+    yield from families.values()
+    yield from (quarantined, lost, readable, restorable)
+
+
+class StatusCollector(Collector):
+    """Gathers the status of the current replicas on every scrape."""
+
+    def __init__(self, roots: Callable[[], Sequence[str]], foreign_temp_age: float = DEFAULT_FOREIGN_TEMP_AGE) -> None:
+        self._roots = roots
+        self._foreign_temp_age = foreign_temp_age
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = time.time()
+        statuses, unreadable = [], []
+        for root in self._roots():
+            try:
+                statuses.append(replica_status(Replica(root), now, self._foreign_temp_age))
+            except LtxpoolError:
+                unreadable.append(root)
+        yield from status_metrics(statuses, unreadable)

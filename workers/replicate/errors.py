@@ -1,0 +1,46 @@
+"""Every error raised while replicating a live SQLite database, in one place.
+
+Root: :class:`ltxpool.errors.LtxpoolError` (path, step, errno, reason; pickles).
+"""
+
+from __future__ import annotations
+
+from ltxpool.errors import LtxpoolError
+
+__all__ = [
+    "DatabaseBusyError",
+    "DatabaseMismatchError",
+    "IncompleteStepError",
+    "ReplicaBusyError",
+    "SourceDiffersError",
+    "SourceError",
+    "WalFormatError",
+]
+
+
+class SourceError(LtxpoolError):
+    """The database cannot be read: missing, not SQLite, unreadable, or inconsistent."""
+
+
+class DatabaseBusyError(SourceError):
+    """SQLite's lock stayed busy past the timeout; the next step tries again."""
+
+
+class WalFormatError(ValueError):
+    """The WAL or wal-index does not look like SQLite's; the caller names the file."""
+
+
+class DatabaseMismatchError(LtxpoolError):
+    """The replica's saved state belongs to another database file."""
+
+
+class IncompleteStepError(LtxpoolError):
+    """A step would write a TXID whose restore lacks pages; nothing was written."""
+
+
+class ReplicaBusyError(LtxpoolError):
+    """Another replicate process is appending to this replica."""
+
+
+class SourceDiffersError(LtxpoolError):
+    """A restored database is not page for page the source database (``restore --compare``)."""

@@ -1,0 +1,267 @@
+"""What ``replicate`` remembers between steps and across restarts, and where.
+
+``<replica>/.ltxpool-replicate/`` (a dotfile directory, so replica listings, the
+janitor and ``verify`` never see it) holds:
+
+* ``.ltxpool.claim`` -- held for the life of a replicate process (``ltxpool.locks.claim``):
+  two processes appending TXIDs to one replica would fork its history, so the
+  second one is refused. The kernel drops it when the process dies.
+* ``checksums`` -- the page checksum of every page 1..commit at the replicated TXID,
+  8 bytes each (little-endian u64, 0 for the lock page). A step updates only the
+  entries of the pages it changed, in place, so persisting costs time proportional
+  to the change, not to the database.
+* ``state.json`` -- TXID, page size, commit, post-apply database checksum, the WAL
+  or rollback position of the image, the database path. Replaced atomically.
+* ``problem.json`` -- while a continuous replicate cannot step (the database is
+  missing, unreadable, or a step was refused): the reason, since when, the pid.
+  Removed by the next step that succeeds; ``ltxpool status`` reports it.
+
+Order of a step: the LTX file is durable, then ``checksums`` is updated and fsynced,
+then ``state.json`` is renamed into place. A crash can therefore leave the files a
+step *behind* the replica (state.json at TXID T-1 while T is on disk), with entries
+of ``checksums`` partly at T; never ahead of it. ``ltxpool.replicate.reconcile`` repairs
+that on start, and verifies the result against the replica's own checksums.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from array import array
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from ltxpool.errors import LtxpoolError
+from ltxpool.locks.claim import Claim
+from ltxpool.replica.atomic import fsync_directory, is_ltxpool_temp, write_atomic
+from ltxpool.replica.layout import PROBLEM_NAME, STATE_DIR
+from ltxpool.replicate.errors import ReplicaBusyError
+from ltxpool.replicate.sqlite_source import Position, RollbackPosition, WalPosition
+
+__all__ = [
+    "STATE_DIR",
+    "ReplicationState",
+    "StateStore",
+    "ReplicaBusyError",
+    "new_checksum_array",
+    "xor_all",
+]
+
+STATE_NAME = "state.json"
+CHECKSUMS_NAME = "checksums"
+_FORMAT = 1
+_SWAP = sys.byteorder != "little"
+
+
+@dataclass(frozen=True)
+class ReplicationState:
+    """The replica's newest TXID and the database at it (``txid == 0``: nothing yet)."""
+
+    database: str
+    txid: int = 0
+    page_size: int = 0
+    commit: int = 0
+    checksum: int = 0
+    position: Position | None = None
+
+
+def new_checksum_array(pages: int = 0) -> array[int]:
+    return array("Q", bytes(8 * pages))
+
+
+def xor_all(checksums: array[int]) -> int:
+    """XOR of every entry: the low 63 bits of the database checksum."""
+    result = 0
+    for value in checksums:
+        result ^= value
+    return result
+
+
+def _position_to_json(position: Position | None) -> dict[str, object] | None:
+    if position is None:
+        return None
+    kind = "wal" if isinstance(position, WalPosition) else "rollback"
+    return {"kind": kind, **asdict(position)}
+
+
+def _position_from_json(data: object) -> Position | None:
+    if not isinstance(data, dict):
+        return None
+    fields = {k: v for k, v in data.items() if k != "kind"}
+    kind = data.get("kind")
+    try:
+        if kind == "wal":
+            return WalPosition(**fields)
+        if kind == "rollback":
+            return RollbackPosition(**fields)
+    except TypeError:
+        return None
+    return None
+
+
+def _little_endian(values: array[int]) -> bytes:
+    if _SWAP:
+        values = array("Q", values)
+        values.byteswap()
+    return values.tobytes()
+
+
+class StateStore:
+    """The state directory of one replica, claimed for as long as the store is open."""
+
+    def __init__(self, replica_root: str | os.PathLike[str]) -> None:
+        self.directory = os.path.join(os.fspath(replica_root), STATE_DIR)
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+        except OSError as exc:
+            raise LtxpoolError.from_oserror(self.directory, "create state directory", exc) from exc
+        self._claim = Claim(self.directory)
+        self._held = self._claim.held()
+        if not self._held.__enter__():
+            self._held.__exit__(None, None, None)
+            self._claim.close()
+            raise ReplicaBusyError(
+                self.directory, "claim replica", None, "another ltxpool replicate is writing to this replica"
+            )
+        self._checksums_fd = -1
+        try:
+            self._remove_orphans()
+        except BaseException:
+            # A failed start must not keep the claim: a retry would find the replica "busy".
+            self.close()
+            raise
+
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.directory, STATE_NAME)
+
+    @property
+    def checksums_path(self) -> str:
+        return os.path.join(self.directory, CHECKSUMS_NAME)
+
+    @property
+    def problem_path(self) -> str:
+        return os.path.join(self.directory, PROBLEM_NAME)
+
+    def record_problem(self, reason: str, since: float) -> None:
+        """What keeps replicate from stepping (the database gone, unreadable), for status."""
+        document = {"reason": reason, "since": since, "pid": os.getpid()}
+        write_atomic(self.problem_path, json.dumps(document).encode())
+
+    def clear_problem(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.problem_path)
+
+    def _remove_orphans(self) -> None:
+        # Under the claim only our own predecessor can have left temp files here.
+        try:
+            names = os.listdir(self.directory)
+        except OSError as exc:
+            raise LtxpoolError.from_oserror(self.directory, "list state directory", exc) from exc
+        for name in names:
+            if is_ltxpool_temp(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.directory, name))
+
+    def load(self) -> tuple[ReplicationState | None, array[int]]:
+        """The saved state and checksum array; (None, empty) when missing or unreadable.
+
+        Nothing here is trusted blindly: reconciliation checks both against the replica.
+        """
+        try:
+            with open(self.state_path, "rb") as f:
+                data = json.load(f)
+            if data.get("format") != _FORMAT:
+                return None, new_checksum_array()
+            state = ReplicationState(
+                database=str(data["database"]),
+                txid=int(data["txid"]),
+                page_size=int(data["page_size"]),
+                commit=int(data["commit"]),
+                checksum=int(data["checksum"]),
+                position=_position_from_json(data.get("position")),
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None, new_checksum_array()
+        checksums = new_checksum_array()
+        try:
+            with open(self.checksums_path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            raw = b""
+        except OSError as exc:
+            raise LtxpoolError.from_oserror(self.checksums_path, "read checksums", exc) from exc
+        checksums.frombytes(raw[: len(raw) - len(raw) % 8])
+        if _SWAP:
+            checksums.byteswap()
+        return state, checksums
+
+    def save(self, state: ReplicationState, checksums: array[int], changed: Sequence[int] | None) -> None:
+        """Persist after the LTX file of ``state.txid`` is durable.
+
+        ``changed``: the page numbers whose entries changed (ascending); None rewrites
+        the whole array (a snapshot).
+        """
+        self._write_checksums(checksums, changed)
+        document = {
+            "format": _FORMAT,
+            "database": state.database,
+            "txid": state.txid,
+            "page_size": state.page_size,
+            "commit": state.commit,
+            "checksum": state.checksum,
+            "position": _position_to_json(state.position),
+        }
+        write_atomic(self.state_path, json.dumps(document, indent=1).encode())
+
+    def _write_checksums(self, checksums: array[int], changed: Sequence[int] | None) -> None:
+        path = self.checksums_path
+        try:
+            if self._checksums_fd < 0:
+                created = not os.path.exists(path)
+                self._checksums_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                if created:
+                    fsync_directory(self.directory)
+            fd = self._checksums_fd
+            if changed is None:
+                _pwrite_all(fd, _little_endian(checksums), 0)
+            else:
+                for first, last in _runs(changed):
+                    _pwrite_all(fd, _little_endian(checksums[first - 1:last]), (first - 1) * 8)
+            os.ftruncate(fd, len(checksums) * 8)
+            os.fsync(fd)
+        except OSError as exc:
+            raise LtxpoolError.from_oserror(path, "write checksums", exc) from exc
+
+    def close(self) -> None:
+        if self._checksums_fd >= 0:
+            os.close(self._checksums_fd)
+            self._checksums_fd = -1
+        self._held.__exit__(None, None, None)
+        self._claim.close()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _runs(pgnos: Sequence[int]) -> list[tuple[int, int]]:
+    """Contiguous runs ``(first, last)`` of ascending page numbers: one write per run."""
+    runs: list[tuple[int, int]] = []
+    for pgno in pgnos:
+        if runs and runs[-1][1] == pgno - 1:
+            runs[-1] = (runs[-1][0], pgno)
+        else:
+            runs.append((pgno, pgno))
+    return runs
