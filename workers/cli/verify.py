@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from ltxpool.errors import LtxpoolError
 from ltxpool.ltx import verify_file
 from ltxpool.replica.chain_check import check_replica, restorable_txids
+from ltxpool.replica.errors import LevelDirectoryError
 from ltxpool.replica.layout import Replica
 
 __all__ = ["NAME", "HELP", "add_arguments", "run", "ltx_files"]
@@ -82,7 +83,7 @@ def _expand(paths: list[str]) -> Iterator[str]:
             try:
                 found = ltx_files(path)
             except OSError as exc:
-                raise LtxpoolError.from_oserror(exc.filename or path, "list", exc) from exc
+                raise LevelDirectoryError.from_oserror(exc.filename or path, "list", exc) from exc
             yield from found
         else:
             yield path
@@ -91,10 +92,7 @@ def _expand(paths: list[str]) -> Iterator[str]:
 def ltx_files(directory: str) -> list[str]:
     """The ``.ltx`` files of a replica, an ``ltx/`` directory or a level directory, by level then name."""
     root = os.path.join(directory, "ltx")
-    if _real_dir(root):
-        levels = _level_dirs(root)
-    else:
-        levels = _level_dirs(directory) or [(0, directory)]
+    levels = _level_dirs(root) if _real_dir(root) else _level_dirs(directory) or [(0, directory)]
     files = []
     for _, level_dir in levels:
         with os.scandir(level_dir) as entries:

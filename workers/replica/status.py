@@ -32,8 +32,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ltxpool.errors import LtxpoolError
-from ltxpool.replica.atomic import is_ltxpool_temp
+from ltxpool.replica.atomic import is_ltxpool_temp, temp_file_writer
 from ltxpool.replica.chain_check import check_txid
+from ltxpool.replica.errors import LevelDirectoryError
 from ltxpool.replica.janitor import DEFAULT_FOREIGN_TEMP_AGE
 from ltxpool.replica.layout import LEVELS, PROBLEM_NAME, Listing, Replica
 from ltxpool.replica.plan import coverage_gaps, level_problems
@@ -81,10 +82,13 @@ class ReplicaStatus:
 
 
 def _writer_gone(name: str) -> bool:
-    pid = int(name.rsplit(".ltxpool-", 1)[1].split("-", 1)[0])
+    pid = temp_file_writer(name)
+    if pid is None:
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
+        # No such process -- and a pid no process can have (a planted name) is none either.
         return True
     except PermissionError:
         return False
@@ -98,7 +102,7 @@ def _count_temp_files(directory: str, now: float, foreign_temp_age: float) -> tu
     except (FileNotFoundError, NotADirectoryError):
         return 0, 0
     except OSError as exc:
-        raise LtxpoolError.from_oserror(directory, "list level directory", exc) from exc
+        raise LevelDirectoryError.from_oserror(directory, "list level directory", exc) from exc
     for entry in entries:
         if not entry.name.endswith(".tmp"):
             continue
@@ -138,9 +142,9 @@ def replica_status(replica: Replica, now: float, foreign_temp_age: float = DEFAU
     """The status of one replica; a root that is not a directory is an error naming it."""
     try:
         if not stat.S_ISDIR(os.stat(replica.root).st_mode):
-            raise LtxpoolError(replica.root, "status", errno.ENOTDIR, "not a directory")
+            raise LevelDirectoryError(replica.root, "status", errno.ENOTDIR, "not a directory")
     except OSError as exc:
-        raise LtxpoolError.from_oserror(replica.root, "status", exc) from exc
+        raise LevelDirectoryError.from_oserror(replica.root, "status", exc) from exc
     listings = replica.list_all()
     latest = check_txid(listings) if any(listing.files for listing in listings.values()) else None
     return ReplicaStatus(
@@ -210,7 +214,7 @@ _COLUMNS = ("REPLICA", "LEVEL", "FILES", "BYTES", "MIN_TXID", "MAX_TXID", "GAPS"
 def format_table(statuses: Sequence[ReplicaStatus], now: float) -> str:
     """One row per replica and level that has anything; then quarantine, lost ranges, problems."""
     rows = [_COLUMNS]
-    notes = []
+    notes: list[str] = []
     for status in statuses:
         for level in status.levels:
             if not (level.files or level.temp_files or level.problems):

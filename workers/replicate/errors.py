@@ -14,6 +14,7 @@ __all__ = [
     "ReplicaBusyError",
     "SourceDiffersError",
     "SourceError",
+    "StateStoreError",
     "WalFormatError",
 ]
 
@@ -36,6 +37,10 @@ class DatabaseMismatchError(LtxpoolError):
 
 class IncompleteStepError(LtxpoolError):
     """A step would write a TXID whose restore lacks pages; nothing was written."""
+
+
+class StateStoreError(LtxpoolError):
+    """Replicate's state directory (``.ltxpool-replicate``) could not be created, read or written."""
 
 
 class ReplicaBusyError(LtxpoolError):

@@ -25,7 +25,6 @@ from array import array
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
-from ltxpool.errors import LtxpoolError
 from ltxpool.ltx import (
     CHECKSUM_FLAG,
     HEADER_FLAG_NO_CHECKSUM,
@@ -36,7 +35,7 @@ from ltxpool.ltx import (
     open_ltx,
     page_checksum,
 )
-from ltxpool.ltx.errors import CorruptLTXError
+from ltxpool.ltx.errors import CorruptLTXError, LtxReadError
 from ltxpool.replica.layout import LtxFile, Replica
 from ltxpool.replica.merge import merge_frames, merged_header
 from ltxpool.replica.plan import plan_restore
@@ -69,7 +68,7 @@ def _header_and_trailer(path: str) -> tuple[Header, Trailer]:
             f.seek(-TRAILER_SIZE, os.SEEK_END)
             trailer = Trailer.unpack(f.read(TRAILER_SIZE))
     except OSError as exc:
-        raise LtxpoolError.from_oserror(path, "read trailer", exc) from exc
+        raise LtxReadError.from_oserror(path, "read trailer", exc) from exc
     return header, trailer
 
 

@@ -50,7 +50,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
 from ltxpool.locks.dirlock import DirLock
-from ltxpool.ltx import CHECKSUM_FLAG, Encoder, Header, lock_page, page_checksum
+from ltxpool.ltx import EMPTY_DATABASE_CHECKSUM, Encoder, Header, combine, lock_page, page_checksum
 from ltxpool.replica.atomic import AtomicWriter
 from ltxpool.replica.janitor import sweep_temp_files
 from ltxpool.replica.layout import Replica
@@ -227,15 +227,15 @@ class Replicator:
 
     def _encode_snapshot(self, image: Image, encoder: Encoder) -> _Diff:
         checksums = new_checksum_array(image.commit)
-        database = CHECKSUM_FLAG
+        database = EMPTY_DATABASE_CHECKSUM
         pages = 0
         for pgno, data in image.pages():
             checksum = page_checksum(pgno, data)
             checksums[pgno - 1] = checksum
-            database ^= checksum
+            database = combine(database, checksum)
             encoder.write_page(pgno, data)
             pages += 1
-        return _Diff(pages, array("I"), checksums, CHECKSUM_FLAG | database)
+        return _Diff(pages, array("I"), checksums, database)
 
     def _encode_changes(self, image: Image, encoder: Encoder, candidates: list[int] | None) -> _Diff:
         old = self.checksums
@@ -249,10 +249,10 @@ class Replicator:
                 encoder.write_page(pgno, data)
                 pgnos.append(pgno)
                 checksums.append(checksum)
-                database ^= previous ^ checksum
+                database = combine(combine(database, previous), checksum)
         for pgno in range(image.commit + 1, known + 1):
-            database ^= old[pgno - 1]
-        return _Diff(len(pgnos), pgnos, checksums, CHECKSUM_FLAG | database)
+            database = combine(database, old[pgno - 1])
+        return _Diff(len(pgnos), pgnos, checksums, database)
 
     def _note_full_compare(self, started: float) -> None:
         now = time.monotonic()
@@ -266,7 +266,7 @@ class Replicator:
         else:
             held = array("Q", self.checksums[: image.commit])
             held.frombytes(bytes(8 * (image.commit - len(held))))
-            for pgno, checksum in zip(diff.pgnos, diff.checksums):
+            for pgno, checksum in zip(diff.pgnos, diff.checksums, strict=True):
                 held[pgno - 1] = checksum
         skip = lock_page(image.page_size)
         missing = held.count(0) - (1 if skip <= image.commit and held[skip - 1] == 0 else 0)
@@ -287,5 +287,5 @@ class Replicator:
             del checksums[image.commit:]
         elif len(checksums) < image.commit:
             checksums.frombytes(bytes(8 * (image.commit - len(checksums))))
-        for pgno, checksum in zip(diff.pgnos, diff.checksums):
+        for pgno, checksum in zip(diff.pgnos, diff.checksums, strict=True):
             checksums[pgno - 1] = checksum

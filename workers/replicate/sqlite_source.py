@@ -564,7 +564,9 @@ class SqliteSource:
         if page_count == 0:
             return
         if len(page_one) < 100 or page_one[:16] != _SQLITE_MAGIC:
-            raise SourceError(self.path, "check page 1", None, "page 1 of the captured image is not a SQLite header; step refused")
+            raise SourceError(
+                self.path, "check page 1", None, "page 1 of the captured image is not a SQLite header; step refused"
+            )
         raw_size = _PAGE_SIZE.unpack_from(page_one, 16)[0]
         header_size = 65536 if raw_size == 1 else raw_size
         counter, in_header, valid_for = (_CHANGE_COUNTER.unpack_from(page_one, at)[0] for at in (24, 28, 92))
@@ -658,7 +660,9 @@ class SqliteSource:
         if last:
             opened = self._wal.open()
             if opened is None:
-                raise SourceError(self._wal.path, "read WAL", errno.ENOENT, f"missing although the wal-index counts {last} frames")
+                raise SourceError(
+                    self._wal.path, "read WAL", errno.ENOENT, f"missing although the wal-index counts {last} frames"
+                )
             wal_fd = opened
             for frame in range(low + 1, last + 1):
                 header = self._frame_header(wal_fd, frame, size)

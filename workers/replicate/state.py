@@ -33,11 +33,10 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from ltxpool.errors import LtxpoolError
 from ltxpool.locks.claim import Claim
 from ltxpool.replica.atomic import fsync_directory, is_ltxpool_temp, write_atomic
 from ltxpool.replica.layout import PROBLEM_NAME, STATE_DIR
-from ltxpool.replicate.errors import ReplicaBusyError
+from ltxpool.replicate.errors import ReplicaBusyError, StateStoreError
 from ltxpool.replicate.sqlite_source import Position, RollbackPosition, WalPosition
 
 __all__ = [
@@ -116,7 +115,7 @@ class StateStore:
         try:
             os.makedirs(self.directory, exist_ok=True)
         except OSError as exc:
-            raise LtxpoolError.from_oserror(self.directory, "create state directory", exc) from exc
+            raise StateStoreError.from_oserror(self.directory, "create state directory", exc) from exc
         self._claim = Claim(self.directory)
         self._held = self._claim.held()
         if not self._held.__enter__():
@@ -159,7 +158,7 @@ class StateStore:
         try:
             names = os.listdir(self.directory)
         except OSError as exc:
-            raise LtxpoolError.from_oserror(self.directory, "list state directory", exc) from exc
+            raise StateStoreError.from_oserror(self.directory, "list state directory", exc) from exc
         for name in names:
             if is_ltxpool_temp(name):
                 with contextlib.suppress(FileNotFoundError):
@@ -192,7 +191,7 @@ class StateStore:
         except FileNotFoundError:
             raw = b""
         except OSError as exc:
-            raise LtxpoolError.from_oserror(self.checksums_path, "read checksums", exc) from exc
+            raise StateStoreError.from_oserror(self.checksums_path, "read checksums", exc) from exc
         checksums.frombytes(raw[: len(raw) - len(raw) % 8])
         if _SWAP:
             checksums.byteswap()
@@ -233,7 +232,7 @@ class StateStore:
             os.ftruncate(fd, len(checksums) * 8)
             os.fsync(fd)
         except OSError as exc:
-            raise LtxpoolError.from_oserror(path, "write checksums", exc) from exc
+            raise StateStoreError.from_oserror(path, "write checksums", exc) from exc
 
     def close(self) -> None:
         if self._checksums_fd >= 0:
