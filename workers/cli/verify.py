@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 from ltxpool.errors import LtxpoolError
 from ltxpool.ltx import verify_file
-from ltxpool.replica.chain_check import check_replica, restorable_txids
+from ltxpool.replica.chain_check import check_txid, restorable_txids
 from ltxpool.replica.errors import LevelDirectoryError
 from ltxpool.replica.layout import Replica
 
@@ -66,9 +66,12 @@ def run(args: argparse.Namespace) -> int:
     for path in args.paths:
         if not _real_dir(os.path.join(path, "ltx")):
             continue
-        replica = Replica(path)
-        problems = check_replica(replica, every_txid=args.every_txid)
-        checked += len(list(restorable_txids(replica.list_all()))) if args.every_txid else 1
+        # One listing serves every TXID checked; a replica with no files yet has nothing to break.
+        listings = Replica(path).list_all()
+        txids: list[int | None] = list(restorable_txids(listings)) if args.every_txid else [None]
+        has_files = any(listing.files for listing in listings.values())
+        problems = [p for txid in txids if has_files and (p := check_txid(listings, txid)) is not None]
+        checked += len(txids)
         broken += len(problems)
         for problem in problems:
             print(f"BAD {problem}", flush=True)
