@@ -28,3 +28,7 @@ def child() -> Iterator[Callable[..., Child]]:
     for started in children:
         if started.process.is_alive():
             started.kill()
+
+
+# Real unprivileged users for the shared-host attacks (tests/SECURITY.md).
+from tests.support.users import nobody, shared_tmp, tenant  # noqa: E402, F401

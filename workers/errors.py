@@ -17,6 +17,8 @@ import errno as errno_names
 import os
 from typing import Any, Self
 
+from ltxpool.display import escape
+
 __all__ = ["LtxpoolError"]
 
 
@@ -35,7 +37,7 @@ class LtxpoolError(Exception):
 
     def __str__(self) -> str:
         code = f" [{errno_names.errorcode.get(self.errno, self.errno)}]" if self.errno else ""
-        return f"{self.path}: {self.step}: {self.reason}{code}"
+        return f"{escape(self.path)}: {self.step}: {escape(self.reason)}{code}"
 
     @classmethod
     def from_oserror(cls, path: str | os.PathLike[str], step: str, exc: OSError) -> Self:

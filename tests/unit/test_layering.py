@@ -1,10 +1,11 @@
 """The layering, read from the installed package's imports: every arrow points down.
 
-    errors <- locks <- ltx <- replica <- replicate <- pool <- proving <- cli
+    errors, display <- locks <- ltx <- replica <- replicate <- pool <- proving <- cli
 
 A module may import its own layer and the layers below it, never one above. Two
 layers are stricter: ``locks`` knows no LTX (it imports only ``errors``), and ``ltx``
-is pure bytes (it imports only ``errors``). Nothing imports ``cli`` but ``cli``.
+is pure bytes (it imports only ``errors``). Nothing imports ``cli`` but ``cli``. The
+bottom layer is the two modules every layer needs: ``errors`` and ``display``.
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ def modules() -> dict[str, str]:
     return found
 
 
+BOTTOM = {"errors", "display"}
+
+
 def layer(module: str) -> str:
     parts = module.split(".")
-    return parts[1] if len(parts) > 1 else "errors"
+    return parts[1] if len(parts) > 1 and parts[1] not in BOTTOM else "errors"
 
 
 def imports_of(name: str, path: str) -> list[tuple[int, str]]:

@@ -1,0 +1,85 @@
+"""Real unprivileged users for the attacks: the suite runs as root, attackers do not.
+
+``nobody`` is "another local user" (may read what others may read, owns nothing of
+ours). A *tenant* is a user created for the session with ``useradd`` and removed at
+its end: it owns a replica directory, as a tenant on a shared host does. Attacks run
+as real processes of these users (``subprocess`` with ``user=``/``group=``), so the
+kernel, not the test, decides what they can do.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import pytest
+
+__all__ = ["User", "nobody", "tenant", "shared_tmp", "run_as", "start_as", "python_as"]
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+
+
+def _user(name: str) -> User:
+    entry = pwd.getpwnam(name)
+    return User(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+
+@pytest.fixture(scope="session")
+def nobody() -> User:
+    if os.geteuid() != 0:
+        pytest.fail("the shared-host tests run as root (as CI does): they need to act as other users")
+    return _user("nobody")
+
+
+@pytest.fixture(scope="session")
+def tenant() -> Iterator[User]:
+    """A fresh local user for the session; removed (with its files' ownership left numeric) after."""
+    if os.geteuid() != 0:
+        pytest.fail("the shared-host tests run as root (as CI does): they need to act as other users")
+    name = f"ltxt{secrets.token_hex(3)}"
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name],
+                   check=True, capture_output=True)
+    try:
+        yield _user(name)
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[str]:
+    """A root-owned 0755 directory other users can traverse (pytest's tmp_path is 0700)."""
+    path = tempfile.mkdtemp(prefix="ltxpool-shared-", dir="/tmp")
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_as(user: User, argv: Sequence[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` as ``user`` to completion; output captured as text."""
+    return subprocess.run(list(argv), user=user.uid, group=user.gid, extra_groups=[], capture_output=True,
+                          text=True, timeout=timeout, check=False, cwd="/")
+
+
+def start_as(user: User, argv: Sequence[str]) -> subprocess.Popen[str]:
+    """Start ``argv`` as ``user`` in the background (the caller stops it)."""
+    return subprocess.Popen(list(argv), user=user.uid, group=user.gid, extra_groups=[], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd="/")
+
+
+def python_as(user: User, source: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run a Python snippet as ``user`` (``sys.argv[1:]`` are ``args``)."""
+    return run_as(user, [sys.executable, "-c", source, *args], timeout=timeout)
