@@ -47,6 +47,14 @@ throughput 0.86-1.04, writers' wait p99 4-7 ms, janitor wait p99 9-15 ms, ~40-48
 sweeps/s. A first version whose janitor held the gate while it waited cost 1.054 at
 1 KiB and 1.089 at 1 MiB: writers stalled behind the janitor's polling.
 
+Every wait has a deadline (issue 13): a writer waits at most ``timeout`` seconds
+(given to the constructor, ``DEFAULT_TIMEOUT`` unless said), the janitor at most its
+cleaning timeout. A lock file is 0600 (see ``ltxpool.locks.lockfile``), so only the
+pool's own user can hold it; should one of its processes (or root) hold it anyway,
+the :class:`LockTimeout` names the holders, read from ``/proc/locks``
+(``ltxpool.locks.holders``), and the caller skips this directory for a while rather
+than stall everything behind it.
+
 Lock objects are created in the process (and thread) that uses them, after fork: a
 descriptor inherited across fork shares its flock with the parent, so using it in the
 child would let parent and child "both" hold the lock.
@@ -61,10 +69,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from ltxpool.locks.claim import CLAIM_NAME
 from ltxpool.locks.errors import LockFileError, LockTimeout
+from ltxpool.locks.holders import Holder, holders_by_inode, holders_of
 from ltxpool.locks.lockfile import LockFile
 
-__all__ = ["DirLock", "GATE_NAME", "SLOT_PREFIX", "DEFAULT_SLOTS", "DEFAULT_PATIENCE", "wait_for"]
+__all__ = ["DirLock", "GATE_NAME", "SLOT_PREFIX", "DEFAULT_SLOTS", "DEFAULT_PATIENCE", "DEFAULT_TIMEOUT",
+           "wait_for", "lock_file_names", "holders_in"]
 
 GATE_NAME = ".ltxpool.lock"
 SLOT_PREFIX = ".ltxpool.slot-"
@@ -74,23 +85,42 @@ _FIRST_BACKOFF = 0.00005
 _MAX_BACKOFF = 0.0005
 #: How long the janitor waits for a moment with no write in flight before it holds the gate.
 DEFAULT_PATIENCE = 0.005
+#: How long a writer waits for the directory unless told otherwise: far longer than
+#: any write (or sweep) of ours lasts, far shorter than "forever".
+DEFAULT_TIMEOUT = 30.0
 
 
-def wait_for(attempt: Callable[[], bool], deadline: float | None) -> bool:
+def lock_file_names(slots: int = DEFAULT_SLOTS) -> list[str]:
+    """The names of a directory's lock files: the gate, then the slots."""
+    return [GATE_NAME, *(f"{SLOT_PREFIX}{i:02d}" for i in range(slots))]
+
+
+def holders_in(directory: str | os.PathLike[str]) -> dict[str, list[Holder]]:
+    """Who holds each lock file of ``directory`` now, the held ones only: for ``status`` and metrics.
+
+    Takes no lock and opens no lock file, so asking never stalls or disturbs a writer.
+    """
+    held: dict[str, list[Holder]] = {}
+    for name in (*lock_file_names(), CLAIM_NAME):
+        holders = holders_of(os.path.join(directory, name))
+        if holders:
+            held[name] = holders
+    return held
+
+
+def wait_for(attempt: Callable[[], bool], deadline: float) -> bool:
     """Call ``attempt`` until it returns True or ``time.monotonic()`` passes ``deadline``.
 
-    ``deadline=None`` waits as long as it takes. The backoff starts at 50 us and
-    doubles to 0.5 ms: a free lock is taken at once, a busy one is polled cheaply.
+    There is no "wait forever": every wait in ltxpool has a deadline. The backoff
+    starts at 50 us and doubles to 0.5 ms: a free lock is taken at once, a busy one
+    is polled cheaply.
     """
     backoff = _FIRST_BACKOFF
     while not attempt():
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            time.sleep(min(backoff, remaining))
-        else:
-            time.sleep(backoff)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(backoff, remaining))
         backoff = min(backoff * 2, _MAX_BACKOFF)
     return True
 
@@ -99,17 +129,21 @@ class DirLock:
     """The lock of one directory: ``with lock.writing(): ...`` / ``with lock.cleaning(timeout): ...``.
 
     ``last_wait`` holds the seconds the latest acquisition waited (for metrics).
+    ``timeout`` is how long ``writing()`` waits unless it is given another; 0 tries once.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, slots: int = DEFAULT_SLOTS) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, slots: int = DEFAULT_SLOTS,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
         self.directory = os.fspath(directory)
+        self.timeout = timeout
         self._owner = (os.getpid(), threading.get_ident())
         try:
             self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
             raise LockFileError.from_oserror(self.directory, "open directory", exc) from exc
-        self._gate = LockFile(self._dir_fd, self.directory, GATE_NAME)
-        self._slots = [LockFile(self._dir_fd, self.directory, f"{SLOT_PREFIX}{i:02d}") for i in range(slots)]
+        gate, *slot_names = lock_file_names(slots)
+        self._gate = LockFile(self._dir_fd, self.directory, gate)
+        self._slots = [LockFile(self._dir_fd, self.directory, name) for name in slot_names]
         self._first_slot = random.randrange(slots)
         self.last_wait = 0.0
 
@@ -131,10 +165,31 @@ class DirLock:
                 return slot
         return None
 
+    def holders(self) -> list[Holder]:
+        """Every other process holding one of this directory's lock files right now."""
+        files = [key for lock_file in (self._gate, *self._slots) if (key := lock_file.identity()) is not None]
+        found = holders_by_inode(files)
+        me = os.getpid()
+        seen: dict[int, Holder] = {}
+        for key in files:
+            for holder in found[key]:
+                if holder.pid != me:
+                    seen.setdefault(holder.pid, holder)
+        return list(seen.values())
+
+    def _timed_out(self, step: str, start: float) -> LockTimeout:
+        return LockTimeout(self.directory, step, time.monotonic() - start, self.holders())
+
     @contextmanager
     def writing(self, timeout: float | None = None) -> Iterator[None]:
-        """Hold one slot for a whole write sequence; other writers may hold the others."""
+        """Hold one slot for a whole write sequence; other writers may hold the others.
+
+        Waits at most ``timeout`` seconds (None: the lock's own ``timeout``), then
+        raises :class:`LockTimeout` naming whoever holds the directory.
+        """
         self._check_owner()
+        if timeout is None:
+            timeout = self.timeout
         start = time.monotonic()
         taken: list[LockFile] = []
 
@@ -150,8 +205,8 @@ class DirLock:
             taken.append(slot)
             return True
 
-        if not wait_for(attempt, None if timeout is None else start + timeout):
-            raise LockTimeout(self.directory, "writing", time.monotonic() - start)
+        if not wait_for(attempt, start + timeout):
+            raise self._timed_out("writing", start)
         self.last_wait = time.monotonic() - start
         try:
             yield
@@ -200,7 +255,7 @@ class DirLock:
             wait_for(self._take_everything_at_once, min(deadline, start + patience))
             or self._take_everything_fairly(deadline)
         ):
-            raise LockTimeout(self.directory, "cleaning", time.monotonic() - start)
+            raise self._timed_out("cleaning", start)
         self.last_wait = time.monotonic() - start
         try:
             yield self.last_wait

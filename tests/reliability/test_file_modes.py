@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from ltxpool.locks.lockfile import LOCK_FILE_MODE
 from ltxpool.replica.atomic import AtomicWriter
 from ltxpool.replica.compactor import compact_level
 from ltxpool.replica.janitor import JanitorSettings, janitor_pass
@@ -100,7 +101,10 @@ def test_created_files_respect_the_umask_and_are_never_world_writable(tmp_path: 
     for path, mode in files.items():
         if path.name == "app.db" or path.name.startswith("app.db-"):
             continue  # SQLite's own files, made by the test's connection
-        assert mode == CREATE_MODE & ~mask, f"{kind_of(path)} {path}: mode {mode:03o} under umask {mask:03o}"
+        # Lock files are 0600 whatever the umask: their mode is the protocol (whoever can
+        # open one can stall every writer), see ltxpool.locks.lockfile.
+        expected = LOCK_FILE_MODE if kind_of(path) == "lock file" else CREATE_MODE & ~mask
+        assert mode == expected, f"{kind_of(path)} {path}: mode {mode:03o} under umask {mask:03o}"
         assert not mode & stat.S_IWOTH, f"{kind_of(path)} {path} is world-writable"
     for dirpath, dirnames, _ in os.walk(tmp_path):
         for name in dirnames:

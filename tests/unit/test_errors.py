@@ -15,6 +15,7 @@ import ltxpool.pool.errors
 import ltxpool.replica.errors
 import ltxpool.replicate.errors
 from ltxpool.errors import LtxpoolError
+from ltxpool.locks.holders import Holder
 
 HOMES = [ltxpool.errors, ltxpool.locks.errors, ltxpool.ltx.errors, ltxpool.replica.errors,
          ltxpool.replicate.errors, ltxpool.pool.errors]
@@ -22,7 +23,8 @@ HOMES = [ltxpool.errors, ltxpool.locks.errors, ltxpool.ltx.errors, ltxpool.repli
 # the WAL parser's (the caller names the file), and the supervisor giving up on a child.
 NOT_ROOTED = {"VarintError", "PayloadError", "WalFormatError", "CrashLoop"}
 ARGS = {
-    "LockTimeout": ("/r/ltx/0", "writing", 0.25),
+    "LockTimeout": ("/r/ltx/0", "writing", 0.25, (Holder(4242, 65534, "nobody", "python3", 1, "READ"),)),
+    "ClaimHeld": ("/r/ltx/1/.ltxpool.claim", "claim", (Holder(4242, 0, "root", "sleep\x1b", 1, "WRITE"),)),
     "CorruptLTXError": ("/r/ltx/0/a.ltx", 17, "bad magic"),
     "VarintError": (40, "too long"),
     "PayloadError": (3, "short block"),

@@ -1,0 +1,199 @@
+"""Stalling the pool with a flock, as other local users would (issue 13), and the controls.
+
+flock takes a shared or exclusive lock on any open descriptor, read-only included,
+so whoever can open a lock file can hold it forever. Lock files are 0600 (0660 with
+a configured lock group): ``nobody`` cannot open them. The control, in the same
+run, gives a lock file the old 0644 mode: ``nobody``'s read-only ``LOCK_SH`` then
+stalls the writer, whose wait ends at its deadline with an error naming ``nobody``.
+Holders that *can* open the files (the pool's own user, root) are named when a wait
+runs out, and a stranger's claim is never "nothing to do".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ltxpool.locks.claim import CLAIM_NAME, Claim
+from ltxpool.locks.dirlock import DirLock, holders_in, lock_file_names
+from ltxpool.locks.errors import LockTimeout
+from ltxpool.locks.lockfile import GROUP_LOCK_FILE_MODE, LOCK_FILE_MODE, LOCK_GROUP_VARIABLE
+from ltxpool.replica.layout import Replica
+from tests.support.fault_counts import record
+from tests.support.synthetic import SyntheticStream
+from tests.support.users import User, run_as, start_as
+
+ALL_LOCK_FILES = [*lock_file_names(), CLAIM_NAME]
+#: The attackers need only the standard library; the system's interpreter is one every
+#: user can run (a venv's may sit under a directory only root can enter).
+ATTACKER_PYTHON = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+
+#: As another user: try to open each lock file read-only and take a shared flock.
+TRY_TO_FLOCK = """
+import errno, fcntl, os, sys
+for path in sys.argv[1:]:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        print(os.path.basename(path), errno.errorcode[exc.errno])
+        continue
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    print(os.path.basename(path), "locked")
+"""
+
+#: As another user: hold a shared flock on one lock file until killed.
+HOLD_SHARED = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_SH)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def make_lock_files(directory: Path) -> None:
+    """Every lock file a level directory gets, made by the code that makes them in production."""
+    with DirLock(directory) as lock, lock.cleaning(timeout=1.0):
+        pass
+    with Claim(directory) as claim, claim.held() as mine:
+        assert mine
+
+
+def modes(directory: Path) -> dict[str, int]:
+    return {name: stat.S_IMODE(os.stat(directory / name).st_mode) for name in ALL_LOCK_FILES}
+
+
+def attempt(user: User, directory: Path) -> dict[str, str]:
+    done = run_as(user, [ATTACKER_PYTHON, "-c", TRY_TO_FLOCK, *(str(directory / name) for name in ALL_LOCK_FILES)])
+    assert done.returncode == 0, done.stderr
+    return dict(line.split() for line in done.stdout.splitlines())
+
+
+@pytest.fixture
+def holder_of(request: pytest.FixtureRequest) -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+def hold_as(user: User, path: Path, started: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:
+    process = start_as(user, [ATTACKER_PYTHON, "-c", HOLD_SHARED, str(path)])
+    started.append(process)
+    assert process.stdout is not None
+    assert process.stdout.readline() == "held\n", process.stderr.read() if process.stderr else ""
+    return process
+
+
+def test_nobody_cannot_open_a_lock_file_to_flock_it_and_with_the_old_0644_mode_it_stalls_the_writer(
+    shared_tmp: str, nobody: User, holder_of: list[subprocess.Popen[str]]
+) -> None:
+    guarded = Path(shared_tmp, "guarded")
+    guarded.mkdir(mode=0o755)
+    make_lock_files(guarded)
+    assert modes(guarded) == dict.fromkeys(ALL_LOCK_FILES, LOCK_FILE_MODE)
+    assert attempt(nobody, guarded) == dict.fromkeys(ALL_LOCK_FILES, "EACCES")
+    with DirLock(guarded, timeout=0.5) as lock, lock.writing():
+        assert lock.last_wait < 0.5
+
+    # Control: the same user, the same read-only flock, on a lock file of the old mode.
+    old = Path(shared_tmp, "old-mode")
+    old.mkdir(mode=0o755)
+    for name in lock_file_names():
+        os.close(os.open(old / name, os.O_RDWR | os.O_CREAT, 0o644))
+    os.chmod(old / lock_file_names()[0], 0o644)
+    attacker = hold_as(nobody, old / lock_file_names()[0], holder_of)
+    with DirLock(old, timeout=0.5) as lock:
+        started = time.monotonic()
+        with pytest.raises(LockTimeout) as caught, lock.writing():
+            pytest.fail("nobody's shared flock must stall the writer of a 0644 lock file")
+        waited = time.monotonic() - started
+    error = caught.value
+    assert [(h.pid, h.user, h.mode) for h in error.holders] == [(attacker.pid, "nobody", "READ")]
+    assert re.fullmatch(rf"{re.escape(str(old))}: writing: busy, gave up after \d+\.\d ms; held by pid "
+                        rf"{attacker.pid} \(user nobody, uid 65534, command python3\S*, READ\)", str(error)), str(error)
+    # The pool owns the file, so opening it narrowed it to 0600: the next attacker is
+    # refused. (An open descriptor keeps working: the mode must be right from the start.)
+    assert stat.S_IMODE(os.stat(old / lock_file_names()[0]).st_mode) == LOCK_FILE_MODE
+    assert attempt(nobody, old)[lock_file_names()[0]] == "EACCES"
+    record("lock attack: nobody's flock, 0600 vs 0644", 1, refused=len(ALL_LOCK_FILES),
+           control_stalled_writer_s=round(waited, 3))
+
+
+def test_a_configured_lock_group_may_share_the_locks_and_nobody_else_may(
+    shared_tmp: str, nobody: User, tenant: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(LOCK_GROUP_VARIABLE, tenant.name)
+    guarded = Path(shared_tmp, "grouped")
+    guarded.mkdir(mode=0o755)
+    # One lock file left behind by the old code (0644, root's group): narrowed and regrouped.
+    os.close(os.open(guarded / CLAIM_NAME, os.O_RDWR | os.O_CREAT, 0o644))
+    make_lock_files(guarded)
+    for name in ALL_LOCK_FILES:
+        st = os.stat(guarded / name)
+        assert (stat.S_IMODE(st.st_mode), st.st_gid) == (GROUP_LOCK_FILE_MODE, tenant.gid), name
+    assert attempt(tenant, guarded) == dict.fromkeys(ALL_LOCK_FILES, "locked")
+    assert attempt(nobody, guarded) == dict.fromkeys(ALL_LOCK_FILES, "EACCES")
+
+
+def test_a_wait_held_up_by_a_process_of_the_pools_own_user_ends_at_its_deadline_and_names_it(
+    tmp_path: Path,
+) -> None:
+    """0600 keeps other users out, not root or the pool's user: the deadline bounds those."""
+    make_lock_files(tmp_path)
+    holder = subprocess.Popen(["flock", "--close", "--shared", str(tmp_path / lock_file_names()[0]), "sleep", "60"],
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 5
+        while not holders_in(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [(h.pid, h.command) for h in holders_in(tmp_path)[lock_file_names()[0]]] == [(holder.pid, "flock")]
+        with DirLock(tmp_path, timeout=0.3) as lock:
+            with pytest.raises(LockTimeout) as caught, lock.writing():
+                pass
+            with pytest.raises(LockTimeout), lock.cleaning(timeout=0.3):
+                pass
+        assert 0.3 <= caught.value.waited < 2.0
+        assert f"held by pid {holder.pid} (user root, uid 0, command flock, READ)" in str(caught.value)
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)  # flock and its sleep: their own session
+        holder.wait()
+    with DirLock(tmp_path, timeout=1.0) as lock, lock.writing():
+        pass
+
+
+def test_compact_names_a_stranger_holding_a_claim_and_never_says_nothing_to_do(tmp_path: Path) -> None:
+    stream = SyntheticStream(Replica(tmp_path / "replica"), seed=5)
+    stream.run(3)
+    level1 = Path(stream.replica.ensure_level_dir(1))
+    make_lock_files(level1)
+    holder = subprocess.Popen(["flock", "--close", str(level1 / CLAIM_NAME), "sleep", "60"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 5
+        while CLAIM_NAME not in holders_in(level1) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        held = subprocess.run([sys.executable, "-m", "ltxpool.cli", "compact", stream.replica.root, "--level", "1"],
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)  # flock and its sleep: their own session
+        holder.wait()
+    assert held.returncode == 2, held
+    assert "nothing to do" not in held.stdout + held.stderr
+    assert held.stderr.strip() == (f"level 1: not compacted: {level1 / CLAIM_NAME}: claim: claimed by a process that "
+                                   f"is not a worker of this pool; held by pid {holder.pid} (user root, uid 0, "
+                                   "command flock, WRITE)")
+    # Control: the holder gone, the same command compacts (the level was due all along).
+    free = subprocess.run([sys.executable, "-m", "ltxpool.cli", "compact", stream.replica.root, "--level", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert free.returncode == 0 and free.stdout.startswith("level 1: merged 3 files"), free
