@@ -1,9 +1,16 @@
-"""``ltxpool compact``: one compaction pass over a replica, by hand."""
+"""``ltxpool compact``: one compaction pass over a replica, by hand.
+
+Run by hand, it belongs to no pool: a level whose claim someone holds -- a running
+pool's worker or a stranger -- is reported with the holder (pid, user, command) and
+exits 2, never as "nothing to do" (issue 13). The other levels are still compacted.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
+from ltxpool.locks.errors import ClaimHeld, LockTimeout
 from ltxpool.replica.compactor import SCHEDULED_LEVELS, compact_level
 from ltxpool.replica.layout import Replica
 
@@ -20,11 +27,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     replica = Replica(args.replica)
     levels = SCHEDULED_LEVELS if args.level is None else (args.level,)
+    code = 0
     for level in levels:
-        result = compact_level(replica, level)
+        try:
+            result = compact_level(replica, level)
+        except (ClaimHeld, LockTimeout) as exc:
+            print(f"level {level}: not compacted: {exc}", file=sys.stderr)
+            code = 2
+            continue
         if result is None:
-            print(f"level {level}: nothing to do (or claimed by another worker)")
+            print(f"level {level}: nothing to do")
         else:
             print(f"level {level}: merged {result.inputs} files, TXID {result.min_txid}-{result.max_txid}, "
                   f"{result.bytes_written} bytes in {result.seconds:.3f} s")
-    return 0
+    return code

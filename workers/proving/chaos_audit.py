@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from ltxpool.errors import LtxpoolError
 from ltxpool.locks.claim import Claim
 from ltxpool.locks.dirlock import DirLock
-from ltxpool.locks.errors import LockTimeout
+from ltxpool.locks.errors import ClaimHeld, LockTimeout
 from ltxpool.ltx import verify_file
 from ltxpool.replica.atomic import is_ltxpool_temp
 from ltxpool.replica.janitor import JanitorSettings, janitor_pass
@@ -97,9 +97,12 @@ def _check_locks(replica: Replica, result: AuditResult) -> None:
             except LockTimeout:
                 result.problems.append(f"{directory}: directory lock still held after every process died")
     for directory in [*_level_dirs(replica), os.path.join(replica.root, STATE_DIR)]:
-        with Claim(directory) as claim, claim.held() as mine:
-            if not mine:
-                result.problems.append(f"{directory}: claim still held after every process died")
+        try:
+            with Claim(directory) as claim, claim.held() as mine:
+                if not mine:
+                    result.problems.append(f"{directory}: claim still held after every process died")
+        except ClaimHeld as exc:
+            result.problems.append(f"claim still held after every process died: {exc}")
 
 
 def _catch_up(replica: Replica, database: str, result: AuditResult) -> None:

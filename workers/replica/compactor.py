@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from ltxpool.errors import LtxpoolError
 from ltxpool.locks.claim import Claim
-from ltxpool.locks.dirlock import DirLock
+from ltxpool.locks.dirlock import DEFAULT_TIMEOUT, DirLock
 from ltxpool.replica.atomic import AtomicWriter
 from ltxpool.replica.layout import COMPACTION_LEVELS, SNAPSHOT_LEVEL, Listing, Replica
 from ltxpool.replica.merge import merge_files
@@ -78,10 +78,16 @@ def _last_compaction(listings: Mapping[int, Listing], level: int) -> float:
     return max((f.mtime for f in listings[level].files), default=-math.inf)
 
 
-def compact_level(replica: Replica, level: int) -> CompactionResult | None:
-    """Compact ``level`` now if this process can claim it and there is work; else None."""
+def compact_level(replica: Replica, level: int, *, pool: int | None = None,
+                  lock_timeout: float = DEFAULT_TIMEOUT) -> CompactionResult | None:
+    """Compact ``level`` now if this process can claim it and there is work; else None.
+
+    ``pool``: the supervisor whose workers may hold the claim (then: None, taken);
+    any other holder raises ``ClaimHeld`` naming it. ``lock_timeout``: the longest
+    the write waits for the directory lock (then ``LockTimeout`` naming the holder).
+    """
     directory = replica.ensure_level_dir(level, parents=False)
-    with Claim(directory) as claim, claim.held() as mine:
+    with Claim(directory, pool=pool) as claim, claim.held() as mine:
         if not mine:
             return None
         plan = plan_for(replica.list_all(), level)
@@ -92,7 +98,7 @@ def compact_level(replica: Replica, level: int) -> CompactionResult | None:
         started = time.monotonic()
         path = replica.path_of(level, plan.min_txid, plan.max_txid)
         try:
-            with DirLock(directory) as lock, AtomicWriter(path, lock) as writer:
+            with DirLock(directory, timeout=lock_timeout) as lock, AtomicWriter(path, lock) as writer:
                 result = merge_files([f.path for f in plan.inputs], writer)
                 timestamp = result.header.timestamp / 1000
                 os.utime(writer.temp_path, (timestamp, timestamp))
@@ -122,13 +128,14 @@ def _due(listings: Mapping[int, Listing], level: int, settings: CompactionSettin
     return now >= _last_compaction(listings, level) + settings.interval(level)
 
 
-def compaction_pass(replica: Replica, settings: CompactionSettings, now: float) -> list[CompactionResult]:
+def compaction_pass(replica: Replica, settings: CompactionSettings, now: float, *, pool: int | None = None,
+                    lock_timeout: float = DEFAULT_TIMEOUT) -> list[CompactionResult]:
     """Compact every level of ``replica`` that is due, lowest first (one level feeds the next)."""
     results = []
     for level in SCHEDULED_LEVELS:
         listings = replica.list_all()
         if _due(listings, level, settings, now) and plan_for(listings, level).inputs:
-            result = compact_level(replica, level)
+            result = compact_level(replica, level, pool=pool, lock_timeout=lock_timeout)
             if result is not None:
                 results.append(result)
     return results

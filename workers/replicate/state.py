@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from ltxpool.locks.claim import Claim
+from ltxpool.locks.errors import ClaimHeld
 from ltxpool.replica.atomic import fsync_directory, is_ltxpool_temp, write_atomic
 from ltxpool.replica.layout import PROBLEM_NAME, STATE_DIR
 from ltxpool.replicate.errors import ReplicaBusyError, StateStoreError
@@ -118,11 +119,19 @@ class StateStore:
             raise StateStoreError.from_oserror(self.directory, "create state directory", exc) from exc
         self._claim = Claim(self.directory)
         self._held = self._claim.held()
-        if not self._held.__enter__():
-            self._held.__exit__(None, None, None)
+        holders = ""
+        try:
+            mine = self._held.__enter__()
+        except ClaimHeld as exc:
+            mine = False
+            holders = f"; held by {', '.join(map(str, exc.holders))}" if exc.holders else ""
+        else:
+            if not mine:
+                self._held.__exit__(None, None, None)
+        if not mine:
             self._claim.close()
             raise ReplicaBusyError(
-                self.directory, "claim replica", None, "another ltxpool replicate is writing to this replica"
+                self.directory, "claim replica", None, f"another ltxpool replicate is writing to this replica{holders}"
             )
         self._checksums_fd = -1
         try:
