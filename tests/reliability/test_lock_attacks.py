@@ -11,10 +11,12 @@ runs out, and a stranger's claim is never "nothing to do".
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -29,6 +31,7 @@ from ltxpool.locks.dirlock import DirLock, holders_in, lock_file_names
 from ltxpool.locks.errors import LockTimeout
 from ltxpool.locks.lockfile import GROUP_LOCK_FILE_MODE, LOCK_FILE_MODE, LOCK_GROUP_VARIABLE
 from ltxpool.replica.layout import Replica
+from ltxpool.replicate.replicator import Replicator
 from tests.support.fault_counts import record
 from tests.support.synthetic import SyntheticStream
 from tests.support.users import User, run_as, start_as
@@ -197,3 +200,77 @@ def test_compact_names_a_stranger_holding_a_claim_and_never_says_nothing_to_do(t
     free = subprocess.run([sys.executable, "-m", "ltxpool.cli", "compact", stream.replica.root, "--level", "1"],
                           capture_output=True, text=True, timeout=60)
     assert free.returncode == 0 and free.stdout.startswith("level 1: merged 3 files"), free
+
+
+#: The application: commits in rollback-journal mode for ``seconds``, counts what failed.
+APP_WRITES = r"""
+import json, sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], timeout=float(sys.argv[2]), isolation_level=None)
+ok, locked, worst = 0, 0, 0.0
+end = time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:
+    started = time.monotonic()
+    try:
+        conn.execute("INSERT INTO t VALUES (randomblob(3000))")
+        ok += 1
+    except sqlite3.OperationalError as exc:
+        assert "database is locked" in str(exc), exc
+        locked += 1
+    worst = max(worst, time.monotonic() - started)
+    time.sleep(0.01)
+print(json.dumps({"ok": ok, "locked": locked, "worst": worst}))
+"""
+
+
+def app_while_replicate_is_stalled(database: Path, replica: Path, *,
+                                   lock_inside_sqlite: bool) -> tuple[dict[str, float], list[LockTimeout]]:
+    """Run the app for 3 s while replicate steps against a level 0 whose lock a stranger holds."""
+    with Replicator(database, replica, lock_timeout=1.0, lock_inside_sqlite=lock_inside_sqlite) as replicator:
+        assert replicator.step() is not None  # the snapshot, before the stranger comes
+        gate = os.path.join(replicator.level_dir, lock_file_names()[0])
+        holder = subprocess.Popen(["flock", "--close", gate, "sleep", "60"], start_new_session=True)
+        timeouts: list[LockTimeout] = []
+        try:
+            deadline = time.monotonic() + 5
+            while not holders_in(replicator.level_dir) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            app = subprocess.Popen([sys.executable, "-c", APP_WRITES, str(database), "0.5", "3"],
+                                   stdout=subprocess.PIPE, text=True)
+            while app.poll() is None:
+                try:
+                    replicator.step()
+                except LockTimeout as exc:
+                    timeouts.append(exc)
+            out, _ = app.communicate()
+        finally:
+            os.killpg(holder.pid, signal.SIGKILL)  # flock and its sleep: their own session
+            holder.wait()
+        assert timeouts and all(f"held by pid {holder.pid} (user root, uid 0, command flock, WRITE)" in str(t)
+                                for t in timeouts), timeouts
+        assert replicator.step() is not None  # the stranger gone, the changes go out
+    return json.loads(out), timeouts
+
+
+def test_replicate_never_waits_for_the_directory_inside_sqlite_so_the_apps_writes_go_on(tmp_path: Path) -> None:
+    """Rollback journal: a read transaction holds SHARED, so the app cannot commit.
+
+    A stranger holds level 0's lock; each replicate step waits for it (1 s deadline)
+    *outside* SQLite, and the app (busy_timeout 0.5 s) never sees "database is
+    locked". Control, same run: the old order, waiting inside the read transaction.
+    """
+    results = {}
+    for name, inside in (("protected", False), ("control", True)):
+        database = tmp_path / f"{name}.db"
+        with sqlite3.connect(database) as conn:
+            conn.execute("PRAGMA journal_mode=delete")
+            conn.execute("CREATE TABLE t(x)")
+            conn.execute("INSERT INTO t VALUES (randomblob(3000))")
+        conn.close()
+        results[name], _ = app_while_replicate_is_stalled(database, tmp_path / f"{name}-replica",
+                                                          lock_inside_sqlite=inside)
+    protected, control = results["protected"], results["control"]
+    assert protected["locked"] == 0 and protected["ok"] > 50, protected
+    assert protected["worst"] < 0.5, protected
+    assert control["locked"] >= 1, control
+    record("replicate stalled by a stranger's flock: app writes", protected["ok"], protected=protected,
+           control=control)

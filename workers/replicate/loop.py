@@ -18,6 +18,10 @@ What the app sees of a running replicate, and why:
   empty, only a connection held since the last step proves "no commit since", so
   letting go costs the next step a full compare; it is done no more often than
   keeps those compares under ``1 / FULL_COMPARE_BUDGET`` of the time.
+* **A busy replica is a pause, not a hang.** A step waits for level 0's directory
+  lock at most its lock timeout, outside SQLite; the timeout is reported as a
+  problem naming the holder (pid, user, command) and recorded for ``ltxpool
+  status``, and the next interval tries again.
 * **A missing database is a pause, not an exit.** A deploy that replaces the file,
   or a moment without it, is retried every interval; the problem is reported once,
   then every ``PROBLEM_REPEAT`` seconds, and recorded for ``ltxpool status`` until a
@@ -31,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ltxpool.locks.errors import LockTimeout
 from ltxpool.replicate.errors import DatabaseBusyError, SourceError
 from ltxpool.replicate.replicator import Replicator, StepResult
 from ltxpool.replicate.sqlite_source import WalPosition
@@ -95,7 +100,7 @@ def replicate_continuously(
             result = replicator.step()
         except DatabaseBusyError as exc:
             report(LoopEvent("busy", f"{exc}; retrying"))
-        except SourceError as exc:
+        except (SourceError, LockTimeout) as exc:
             now = time.monotonic()
             if problem_since is None:
                 problem_since = time.time()

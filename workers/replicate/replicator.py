@@ -35,6 +35,16 @@ Measured (``tests/bench/bench_replicate.py``): peak RSS growth of a first snapsh
 4.0 MiB at 64 MiB and 5.7 MiB at 256 MiB (arrays 0.1 and 0.5 MiB); an incremental
 step of 656 pages at most 0.5 MiB above the RSS before it.
 
+The directory lock is never waited for while SQLite's locks are held (issue 13): a
+step encodes inside SQLite's read transaction, which in rollback-journal mode holds
+the database's SHARED lock (the app cannot commit) and in WAL mode a read mark (the
+app's checkpoints stop there). So inside the transaction the level-0 lock is only
+*tried*; if it is busy -- the janitor sweeping, or some process of the pool's user
+holding it -- the step gives up its capture (the read transaction ends), waits for
+the lock outside SQLite (at most ``lock_timeout``, then :class:`LockTimeout` naming
+the holder), and captures again with the lock already held. The new capture proves
+completeness afresh or compares every page; that costs time, never a commit.
+
 Durability order (see ``ltxpool.replicate.state``): LTX file, then the array, then the
 state; on start ``ltxpool.replicate.reconcile`` takes the replica's newest TXID as
 the truth, so a crash anywhere neither loses nor duplicates a TXID.
@@ -49,7 +59,8 @@ from array import array
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
-from ltxpool.locks.dirlock import DirLock
+from ltxpool.locks.dirlock import DEFAULT_TIMEOUT, DirLock
+from ltxpool.locks.errors import LockTimeout
 from ltxpool.ltx import EMPTY_DATABASE_CHECKSUM, Encoder, Header, combine, lock_page, page_checksum
 from ltxpool.replica.atomic import AtomicWriter
 from ltxpool.replica.janitor import sweep_temp_files
@@ -87,16 +98,26 @@ class StepResult:
 
 class _LazySink:
     """Opens the level-0 lock and the atomic writer at the first byte, so a step that
-    finds nothing to write never touches the directory."""
+    finds nothing to write never touches the directory.
 
-    def __init__(self, stack: ExitStack, path: str, directory: str) -> None:
+    ``lock`` None: the step holds no lock yet, and the sink waits ``wait`` seconds
+    for it -- 0, a single try, as it runs inside SQLite's read transaction; busy
+    raises :class:`LockTimeout`. Given: the step already holds it (``writing()``),
+    taken outside SQLite.
+    """
+
+    def __init__(self, stack: ExitStack, path: str, directory: str, lock: DirLock | None, wait: float) -> None:
         self._stack, self._path, self._directory = stack, path, directory
+        self._lock, self._wait = lock, wait
         self.writer: AtomicWriter | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.writer is None:
-            lock = self._stack.enter_context(DirLock(self._directory))
-            self.writer = self._stack.enter_context(AtomicWriter(self._path, lock))
+            if self._lock is not None:
+                self.writer = self._stack.enter_context(AtomicWriter(self._path))
+            else:
+                lock = self._stack.enter_context(DirLock(self._directory, timeout=self._wait))
+                self.writer = self._stack.enter_context(AtomicWriter(self._path, lock))
         self.writer.write(data)
 
 
@@ -127,10 +148,18 @@ class Replicator:
         pin: bool = False,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         prove_completeness: bool = True,
+        lock_timeout: float = DEFAULT_TIMEOUT,
+        lock_inside_sqlite: bool = False,
     ) -> None:
+        """``lock_timeout``: the longest a step waits for level 0's directory lock.
+        ``lock_inside_sqlite=True`` is for tests only: the step waits for the lock
+        inside SQLite's read transaction (the order before #13), so that a test can
+        show the app's writes failing because of it."""
         self.replica = replica if isinstance(replica, Replica) else Replica(replica)
         self.database = os.path.realpath(os.fspath(database))
         self.pin = pin
+        self.lock_timeout = lock_timeout
+        self._lock_inside_sqlite = lock_inside_sqlite
         with ExitStack() as stack:
             self.source = stack.enter_context(
                 SqliteSource(self.database, busy_timeout=busy_timeout, prove_completeness=prove_completeness)
@@ -173,8 +202,22 @@ class Replicator:
         self.close()
 
     def step(self) -> StepResult | None:
-        """Capture the database; write one LTX file if it changed since the last TXID."""
+        """Capture the database; write one LTX file if it changed since the last TXID.
+
+        Raises :class:`LockTimeout` (naming the holder) if level 0's directory lock
+        stays busy for ``lock_timeout``; no SQLite lock is held during that wait.
+        """
         started = time.monotonic()
+        try:
+            return self._step(started, None)
+        except LockTimeout:
+            if self._lock_inside_sqlite:
+                raise
+        # The capture is gone with its read transaction: wait here, then capture anew.
+        with DirLock(self.level_dir, timeout=self.lock_timeout) as lock, lock.writing():
+            return self._step(started, lock)
+
+    def _step(self, started: float, lock: DirLock | None) -> StepResult | None:
         state = self.state
         with ExitStack() as stack:
             with self.source.capture(state.position, pin=self.pin) as image:
@@ -200,7 +243,8 @@ class Replicator:
                     wal_salt2=image.wal_range[3],
                 )
                 path = self.replica.path_of(0, header.min_txid, txid)
-                sink = _LazySink(stack, path, self.level_dir)
+                sink = _LazySink(stack, path, self.level_dir, lock,
+                                 self.lock_timeout if self._lock_inside_sqlite else 0.0)
                 encoder = Encoder(sink, header)
                 if snapshot:
                     diff, fresh = self._encode_snapshot(image, encoder), True
