@@ -53,8 +53,12 @@ class Link:
     def send(self, event: Event) -> None:
         self.events.append((time.monotonic(), event))
 
-    def busy(self, what: str, lag: float = 0.0) -> None:
-        self.send(Busy(what, lag))
+    @property
+    def parent(self) -> int:
+        return os.getppid()
+
+    def busy(self, what: str, lag: float = 0.0, replica: str = "") -> None:
+        self.send(Busy(what, lag, replica))
 
     def sleep(self, seconds: float) -> None:
         time.sleep(max(0.0, min(seconds, self.deadline - time.monotonic())))
@@ -142,7 +146,7 @@ def test_a_worker_retries_each_failing_replica_with_backoff_and_keeps_compacting
     config = PoolConfig(replicas=tuple(s.replica.root for s in streams.values()), workers=1, compaction=FAST,
                         poll_interval=POLL)
     link = Link(2.5)
-    worker = faults.run(worker_main, link, 0, config)
+    worker = faults.run(worker_main, link, 0, config, {})
     while worker.is_alive():
         for stream in streams.values():
             stream.transaction()
@@ -210,7 +214,7 @@ def test_a_janitor_goes_on_with_the_other_replicas_and_cleans_the_failing_one_on
     config = PoolConfig(replicas=tuple(s.replica.root for s in streams.values()), janitor=JanitorSettings(),
                         janitor_interval=0.1)
     link = Link(0.6)
-    faults.run(janitor_main, link, config).join()
+    faults.run(janitor_main, link, config, {}).join()
     monkeypatch.undo()
 
     failed = failures_by_root(link.events, JanitorFailed)
@@ -228,7 +232,7 @@ def test_a_janitor_goes_on_with_the_other_replicas_and_cleans_the_failing_one_on
     assert [e for _, e in link.events if isinstance(e, JanitorReported) and e.report.replica == streams["healthy"].replica.root]
 
     link = Link(0.25)
-    janitor_main(link, config)
+    janitor_main(link, config, {})
     assert not failures_by_root(link.events, JanitorFailed)
     assert not any(path.exists() for path in orphans.values())
     record("pool: janitor faults, one replica per errno", sum(len(a) for a in failed.values()), rounds=rounds)

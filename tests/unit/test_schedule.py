@@ -121,3 +121,35 @@ def test_failed_passes_are_retried_later_each_time(tmp_path: Path) -> None:
     assert schedule.due(0) == 101.5
     schedule.finished(0, 200.0, progressed=True)
     assert schedule.due(0) == 200.0 and not math.isinf(schedule.due(0))
+
+
+def test_a_sibling_holding_the_claim_does_not_end_the_failure_backoff(tmp_path: Path) -> None:
+    """Two workers taking turns on a replica that fails: the one finding it claimed must not reset the count."""
+    stream = SyntheticStream(Replica(tmp_path / "r"), seed=1)
+    stream.run(2)
+    schedule = ReplicaSchedule([stream.replica], DUE_NOW, poll_interval=0.5)
+    assert [schedule.failed(0, 100.0) for _ in range(2)] == [1.0, 2.0]
+    schedule.finished(0, 103.0, progressed=False)  # still due, nothing done: claimed by the failing sibling
+    assert schedule.failed(0, 104.0) == 4.0
+    schedule.finished(0, 110.0, progressed=True)
+    assert schedule.failed(0, 111.0) == 1.0
+
+
+def test_replica_holds_double_per_death_and_start_again_after_a_success() -> None:
+    holds = schedule_module.ReplicaHolds(first=1.0, longest=5.0, forget=100.0)
+    assert [holds.charge("/r", 10.0) for _ in range(4)] == [1.0, 2.0, 4.0, 5.0]
+    assert holds.remaining(12.0) == {"/r": 3.0}
+    assert holds.remaining(15.0) == {}
+    holds.clear("/r")
+    assert holds.charge("/r", 20.0) == 1.0
+    assert holds.charge("/r", 200.0) == 1.0  # a death long after the last starts the count again
+
+
+def test_a_hold_handed_down_keeps_a_due_replica_waiting(tmp_path: Path) -> None:
+    stream = SyntheticStream(Replica(tmp_path / "r"), seed=1)
+    stream.run(2)
+    schedule = ReplicaSchedule([stream.replica], DUE_NOW)
+    schedule.hold_off(0, 150.0)
+    schedule.rescan(100.0)
+    assert schedule.pop_due(149.0) is None
+    assert schedule.pop_due(150.0) == (0, 150.0)

@@ -38,6 +38,7 @@ from multiprocessing.context import ForkContext
 from types import FrameType
 from typing import Any
 
+from ltxpool.pool.errors import SpawnError
 from ltxpool.pool.events import Busy, Crashed, Event, Heartbeat, Idle
 from ltxpool.pool.logging import set_role
 
@@ -68,6 +69,11 @@ class ChildLink:
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
 
+    @property
+    def parent(self) -> int:
+        """The supervisor's pid: its other children are the workers of this pool."""
+        return self._parent
+
     def send(self, event: Event) -> None:
         """Tell the parent something; a parent that is gone means: stop."""
         try:
@@ -76,10 +82,10 @@ class ChildLink:
             self.stopping = True
         self._last_sent = time.monotonic()
 
-    def busy(self, what: str, lag: float = 0.0) -> None:
-        """About to work on one item: the parent's hang deadline starts now."""
+    def busy(self, what: str, lag: float = 0.0, replica: str = "") -> None:
+        """About to work on one item (of ``replica``): the parent's hang deadline starts now."""
         self._busy = True
-        self.send(Busy(what, lag))
+        self.send(Busy(what, lag, replica))
 
     def sleep(self, seconds: float) -> None:
         """Sleep up to ``seconds``, waking at once on SIGTERM; keep the parent informed."""
@@ -151,17 +157,28 @@ class ChildProcess:
         self.pid = 0
         self.last_heard = 0.0
         self.doing = "starting"
+        #: The replica of the item in hand ("" when idle): a death now is charged to it.
+        self.replica = ""
         self.last_error: str | None = None
 
     def start(self) -> None:
-        reader, writer = self._ctx.Pipe(duplex=False)
+        """Fork the child; raises :class:`SpawnError` if the kernel refuses (nothing is left open)."""
+        try:
+            reader, writer = self._ctx.Pipe(duplex=False)
+        except OSError as exc:
+            raise SpawnError.from_oserror(self.name, "pipe", exc) from exc
         # daemon: should the supervisor itself die of an exception, multiprocessing's
         # exit handler sends the children SIGTERM rather than waiting for them forever.
         self.process = self._ctx.Process(
             target=child_main, name=self.name, daemon=True,
             args=(self.name, self._target, writer, reader, os.getpid(), self._heartbeat_interval, self._args),
         )
-        self.process.start()
+        try:
+            self.process.start()
+        except OSError as exc:
+            reader.close()
+            writer.close()
+            raise SpawnError.from_oserror(self.name, "fork", exc) from exc
         # Closed here at once, so that later children do not inherit it and the
         # read end sees EOF as soon as this child is gone.
         writer.close()
@@ -195,9 +212,9 @@ class ChildProcess:
             self.last_heard = time.monotonic()
         for event in events:
             if isinstance(event, Busy):
-                self.doing = event.what
+                self.doing, self.replica = event.what, event.replica
             elif isinstance(event, Idle | Heartbeat):
-                self.doing = "idle"
+                self.doing, self.replica = "idle", ""
             elif isinstance(event, Crashed):
                 self.last_error = event.line
         return events

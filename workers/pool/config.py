@@ -19,6 +19,7 @@ Example (every key optional except ``replicas``, here or on the command line)::
     intervals = { 1 = 30, 2 = 300, 3 = 3600 }   # seconds between compactions per level
     snapshot_interval = 86400
     poll_interval = 1.0            # how often workers look for new level-0 files
+    lock_timeout = 30              # longest wait for a directory lock; keep it under hang_timeout
 
     [retention]
     levels = { 0 = 300, 1 = 86400, 2 = 86400, 3 = 86400 }
@@ -36,6 +37,7 @@ Example (every key optional except ``replicas``, here or on the command line)::
     restart_backoff_max = 30
     crash_loop_restarts = 5        # more crashes than this within the window: give up
     crash_loop_window = 60
+    isolate_replicas = true        # false (tests only): a death while on one replica counts as a crash
 
     [metrics]
     port = 9464                    # absent: no metrics server
@@ -86,6 +88,8 @@ class PoolConfig:
     allow_network_fs: bool = False
     compaction: CompactionSettings = field(default_factory=CompactionSettings)
     poll_interval: float = 1.0
+    #: How long a worker waits for a directory lock before it names the holder and backs off.
+    lock_timeout: float = 30.0
     janitor: JanitorSettings = field(default_factory=JanitorSettings)
     janitor_interval: float = 60.0
     grace: float = 10.0
@@ -214,6 +218,7 @@ def _parse(top: _Reader, base: str) -> PoolConfig:
                  **compaction.take("intervals", _per_level(COMPACTION_LEVELS, seconds), {})}
     snapshot_interval = compaction.take("snapshot_interval", seconds, defaults.compaction.snapshot_interval)
     poll_interval = compaction.take("poll_interval", positive, defaults.poll_interval)
+    lock_timeout = compaction.take("lock_timeout", seconds, defaults.lock_timeout)
     compaction.done()
 
     retention = top.section("retention")
@@ -238,6 +243,7 @@ def _parse(top: _Reader, base: str) -> PoolConfig:
         backoff_max=supervisor.take("restart_backoff_max", seconds, restart.backoff_max),
         crash_loop_restarts=supervisor.take("crash_loop_restarts", _integer(0), restart.crash_loop_restarts),
         crash_loop_window=supervisor.take("crash_loop_window", positive, restart.crash_loop_window),
+        isolate_replicas=supervisor.take("isolate_replicas", _boolean, restart.isolate_replicas),
     )
     supervisor.done()
 
@@ -255,6 +261,7 @@ def _parse(top: _Reader, base: str) -> PoolConfig:
         allow_network_fs=allow_network_fs,
         compaction=CompactionSettings(intervals=intervals, snapshot_interval=snapshot_interval),
         poll_interval=poll_interval,
+        lock_timeout=lock_timeout,
         janitor=JanitorSettings(
             retention=RetentionPolicy(level_retention=kept, snapshot_retention=snapshots),
             foreign_temp_age=foreign_temp_age,

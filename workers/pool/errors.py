@@ -11,7 +11,7 @@ from typing import Any
 
 from ltxpool.errors import LtxpoolError
 
-__all__ = ["ConfigError", "CrashLoop", "MountTableError", "NetworkFilesystemError"]
+__all__ = ["ConfigError", "CrashLoop", "MountTableError", "NetworkFilesystemError", "SpawnError"]
 
 
 class ConfigError(LtxpoolError):
@@ -24,6 +24,14 @@ class NetworkFilesystemError(LtxpoolError):
 
 class MountTableError(LtxpoolError):
     """The mount table (``/proc/self/mountinfo`` or ``--mount-table``) could not be read."""
+
+
+class SpawnError(LtxpoolError):
+    """A child could not be started (``fork`` failed: EAGAIN under a task limit, ENOMEM).
+
+    ``path`` names the child (``worker-1``): there is no file involved. The watcher
+    retries with backoff; it is never a reason to stop the pool.
+    """
 
 
 class CrashLoop(Exception):

@@ -39,10 +39,15 @@ class Idle:
 
 @dataclass(frozen=True)
 class Busy:
-    """About to work on one item (``what``), ``lag`` seconds after it was due."""
+    """About to work on one item (``what``), ``lag`` seconds after it was due.
+
+    ``replica``: the replica root the item is about ("" if none), so that a child that
+    dies or hangs on it is charged to that replica, not to the pool (issue 13).
+    """
 
     what: str
     lag: float = 0.0
+    replica: str = ""
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,22 @@ Both announce each item before they start it (``busy``), which starts the
 supervisor's hang deadline, and report every result and every failure. A failure
 of one replica (an ltxpool error or an OSError) is logged, reported and retried
 later; the child goes on with the other replicas. Anything else is a bug and
-crashes the child, which the supervisor restarts.
+crashes the child, which the supervisor restarts -- charged to the replica named in
+``busy``, so that replica is held off (``held_off``: seconds left of each hold, handed
+down at fork) and never makes a pool-wide crash loop.
+
+Every wait has a deadline: a worker waits for a directory lock at most
+``config.lock_timeout`` (keep it under ``hang_timeout``, so the worker names the
+holder before the supervisor would kill it as hung), and a claim held by anyone but
+a sibling worker is an error naming the holder (``ClaimHeld``), logged and backed
+off like any failure of that replica.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 from ltxpool.errors import LtxpoolError
 from ltxpool.pool.child import ChildLink
@@ -36,13 +45,17 @@ __all__ = ["worker_main", "janitor_main"]
 log = logging.getLogger("ltxpool.pool")
 
 
-def worker_main(link: ChildLink, index: int, config: PoolConfig) -> None:
+def worker_main(link: ChildLink, index: int, config: PoolConfig, held_off: Mapping[str, float]) -> None:
     """Compact due levels of every replica until asked to stop (SIGTERM)."""
     replicas = [Replica(root) for root in config.replicas]
     schedule = ReplicaSchedule(
         replicas, config.compaction, offset=index * len(replicas) // config.workers,
         poll_interval=config.poll_interval,
     )
+    now = time.time()
+    for position, replica in enumerate(replicas):
+        if replica.root in held_off:
+            schedule.hold_off(position, now + held_off[replica.root])
     while not link.stopping:
         now = time.time()
         schedule.maintain(now)
@@ -54,9 +67,10 @@ def worker_main(link: ChildLink, index: int, config: PoolConfig) -> None:
         replica = replicas[position]
         lag = max(now - due_at, 0.0)
         log.debug("%s: compaction pass, %.3f s after it was due", replica.root, lag)
-        link.busy(f"compacting {replica.root}", lag)
+        link.busy(f"compacting {replica.root}", lag, replica.root)
         try:
-            results = compaction_pass(replica, config.compaction, now)
+            results = compaction_pass(replica, config.compaction, now, pool=link.parent,
+                                      lock_timeout=config.lock_timeout)
         except (LtxpoolError, OSError) as exc:
             delay = schedule.failed(position, time.time())
             log.error("%s: compaction failed: %s (retry in %.0f s)", replica.root, exc, delay)
@@ -104,9 +118,11 @@ class _Verified:
         self._pruned_at[replica.root] = len(verified)
 
 
-def janitor_main(link: ChildLink, config: PoolConfig) -> None:
+def janitor_main(link: ChildLink, config: PoolConfig, held_off: Mapping[str, float]) -> None:
     """Clean every replica every ``janitor_interval`` seconds until asked to stop."""
     replicas = [Replica(root) for root in config.replicas]
+    started = time.monotonic()
+    not_before = {root: started + seconds for root, seconds in held_off.items()}
     verified = _Verified()
     problems: dict[str, set[str]] = {replica.root: set() for replica in replicas}
     while not link.stopping:
@@ -115,7 +131,9 @@ def janitor_main(link: ChildLink, config: PoolConfig) -> None:
         for replica in replicas:
             if link.stopping:
                 break
-            link.busy(f"cleaning {replica.root}")
+            if not_before.get(replica.root, 0.0) > time.monotonic():
+                continue
+            link.busy(f"cleaning {replica.root}", replica=replica.root)
             try:
                 report = janitor_pass(replica, config.janitor, time.time(), verified.of(replica))
                 verified.prune_if_grown(replica)

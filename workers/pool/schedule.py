@@ -24,6 +24,12 @@ still due means another worker holds the claim: that replica is left alone for
 ``claim_retry`` seconds (default: one poll interval; the holder plans its own next
 pass, so this is only the fallback should the holder die mid-way). A pass that failed backs off exponentially up to
 ``failure_backoff_max``.
+
+A child that *died* on a replica (crashed, or was killed as hung) cannot back off
+by itself: its schedule died with it. The supervisor keeps :class:`ReplicaHolds`
+for that -- per replica, an exponential hold-off charged at each such death -- and
+hands each new child what is left of every hold (``hold_off``), so one replica
+that kills its workers is visited ever more rarely while the others go on.
 """
 
 from __future__ import annotations
@@ -38,9 +44,40 @@ from ltxpool.errors import LtxpoolError
 from ltxpool.replica.compactor import CompactionSettings, next_due
 from ltxpool.replica.layout import Replica
 
-__all__ = ["ReplicaSchedule"]
+__all__ = ["ReplicaSchedule", "ReplicaHolds"]
 
 _RACY_NS = 1_000_000_000
+
+
+class ReplicaHolds:
+    """The supervisor's per-replica hold-offs after deaths charged to a replica (monotonic time).
+
+    The n-th death within ``forget`` seconds holds the replica off for
+    ``first * 2**(n-1)`` seconds, at most ``longest``; a pass that succeeds on it
+    (:meth:`clear`) or ``forget`` seconds without a death start the count again.
+    """
+
+    def __init__(self, first: float = 1.0, longest: float = 300.0, forget: float = 3600.0) -> None:
+        self.first, self.longest, self.forget = first, longest, forget
+        self._deaths: dict[str, tuple[int, float]] = {}
+        self._until: dict[str, float] = {}
+
+    def charge(self, replica: str, now: float) -> float:
+        """A child died while on ``replica``: hold it off; returns for how long."""
+        count, last = self._deaths.get(replica, (0, now))
+        count = 1 if now - last > self.forget else count + 1
+        self._deaths[replica] = (count, now)
+        delay = min(self.first * 2.0 ** (count - 1), self.longest)
+        self._until[replica] = now + delay
+        return delay
+
+    def clear(self, replica: str) -> None:
+        """A pass on ``replica`` succeeded: its next death starts from the first step again."""
+        self._deaths.pop(replica, None)
+
+    def remaining(self, now: float) -> dict[str, float]:
+        """Seconds left of every hold still running: what a new child must respect."""
+        return {replica: until - now for replica, until in self._until.items() if until > now}
 
 
 class ReplicaSchedule:
@@ -154,13 +191,25 @@ class ReplicaSchedule:
         return min(top[0] if top is not None else math.inf, self.next_poll, self.next_rescan)
 
     def finished(self, position: int, now: float, progressed: bool) -> None:
-        """After a pass: plan the next one. Still due with no progress: someone holds the claim."""
-        self._failures[position] = 0
+        """After a pass: plan the next one. Still due with no progress: someone holds the claim.
+
+        That someone may be a sibling failing on this very replica (waiting out a
+        stranger's lock), so only a pass that progressed, or found nothing due, ends
+        the failure backoff: otherwise N workers taking turns would each reset it.
+        """
         self._not_before[position] = 0.0
         self.refresh(position, now)
         if self._due[position] <= now and not progressed:
             self._not_before[position] = now + self.claim_retry
             self._set(position, self._not_before[position])
+        else:
+            self._failures[position] = 0
+
+    def hold_off(self, position: int, until: float) -> None:
+        """No pass on this replica before ``until`` (a hold the supervisor handed down)."""
+        self._not_before[position] = max(self._not_before[position], until)
+        if self._due[position] != math.inf:
+            self._set(position, self._due[position])
 
     def failed(self, position: int, now: float) -> float:
         """After a pass that raised: retry later, later each time; returns the delay."""

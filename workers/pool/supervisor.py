@@ -36,7 +36,11 @@ under the directory lock before the supervisor exits 0. A second SIGINT kills at
 130). SIGHUP re-reads the config file (flags still win); a bad file is refused and
 the running configuration stays; a changed one restarts the children with it.
 A child that crash-loops makes the supervisor give up: it stops the others and
-exits 1 with the reason.
+exits 1 with the reason. Deaths while busy on one replica do not count (issue 13):
+they are charged to that replica (``ReplicaHolds``: its own exponential hold-off,
+handed to every child forked after), so one tenant's replica cannot stop the pool
+for the others. A fork that fails (EAGAIN under a task limit) is retried by the
+watcher with backoff and logged; it never stops the pool either.
 """
 
 from __future__ import annotations
@@ -56,9 +60,11 @@ from ltxpool.locks.dirlock import DirLock
 from ltxpool.pool.child import ChildProcess
 from ltxpool.pool.config import PoolConfig
 from ltxpool.pool.errors import CrashLoop
+from ltxpool.pool.events import Compacted, Event
 from ltxpool.pool.logging import set_format
 from ltxpool.pool.metrics import PoolMetrics
 from ltxpool.pool.roles import janitor_main, worker_main
+from ltxpool.pool.schedule import ReplicaHolds
 from ltxpool.pool.watcher import Watcher
 from ltxpool.replica.janitor import sweep_temp_files
 from ltxpool.replica.layout import Replica
@@ -84,12 +90,13 @@ class Supervisor:
         self.metrics = metrics
         self._reload = reload
         self._ctx = multiprocessing.get_context("fork")
+        self.holds = ReplicaHolds()
         self.workers = Watcher("worker", config.workers, self._spawn_worker, config.restart,
                                on_restart=self._count_restart, on_hang_kill=self._count_hang_kill,
-                               on_event=metrics.record)
+                               on_event=self._on_event, on_replica_death=self.holds.charge)
         self.janitor = Watcher("janitor", 1, self._spawn_janitor, config.restart,
                                on_restart=self._count_restart, on_hang_kill=self._count_hang_kill,
-                               on_event=metrics.record)
+                               on_event=self._on_event, on_replica_death=self.holds.charge)
         self._signals: list[int] = []
         self._stopping: str | None = None
         self._exit_code = EXIT_OK
@@ -102,10 +109,19 @@ class Supervisor:
         return self.workers, self.janitor
 
     def _spawn_worker(self, name: str, index: int) -> ChildProcess:
-        return ChildProcess(self._ctx, name, worker_main, (index, self.config), self.config.restart.heartbeat_interval)
+        held_off = self.holds.remaining(time.monotonic())
+        return ChildProcess(self._ctx, name, worker_main, (index, self.config, held_off),
+                            self.config.restart.heartbeat_interval)
 
     def _spawn_janitor(self, name: str, index: int) -> ChildProcess:
-        return ChildProcess(self._ctx, name, janitor_main, (self.config,), self.config.restart.heartbeat_interval)
+        held_off = self.holds.remaining(time.monotonic())
+        return ChildProcess(self._ctx, name, janitor_main, (self.config, held_off),
+                            self.config.restart.heartbeat_interval)
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, Compacted):
+            self.holds.clear(event.result.replica)
+        self.metrics.record(event)
 
     def _count_restart(self, role: str) -> None:
         self.metrics.restarts.labels(role).inc()

@@ -15,6 +15,17 @@ Hang policy: a child that has sent nothing for ``hang_timeout`` seconds is kille
 (SIGKILL) and restarted like a crash. Idle children send a heartbeat every few
 seconds and a busy one announces each item, so "silent for that long" means stuck on
 one item; the kill is logged with the item.
+
+One replica never stops the pool (issue 13): a child that dies or is killed while
+busy on one replica (its last ``Busy`` named it) is charged to that replica, not to
+the slot. ``on_replica_death`` puts the replica on hold (its own exponential
+backoff, logged) and the slot restarts after the first backoff step, its crash
+count untouched; only deaths tied to no replica make a crash loop.
+(``isolate_replicas=False`` is for tests only: the behaviour before, to show that
+this is what keeps the pool up.)
+
+A failed fork (``SpawnError``: EAGAIN under a task limit) is no crash either: the
+slot tries again after its own backoff, logged each time, until the fork succeeds.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 from ltxpool.pool.child import ChildProcess, describe_exit
-from ltxpool.pool.errors import CrashLoop
+from ltxpool.pool.errors import CrashLoop, SpawnError
 from ltxpool.pool.events import Event
 
 __all__ = ["RestartPolicy", "CrashLoop", "Slot", "Watcher"]
@@ -43,6 +54,7 @@ class RestartPolicy:
     crash_loop_restarts: int = 5
     crash_loop_window: float = 60.0
     hang_timeout: float = 900.0
+    isolate_replicas: bool = True
 
     def delay(self, recent_crashes: int) -> float:
         """Seconds before restarting a child that has crashed ``recent_crashes`` times lately."""
@@ -65,6 +77,7 @@ class Slot:
     asked_to_stop: bool = False
     hang_killed: bool = False
     crashed: bool = False
+    failed_forks: int = 0
 
 
 class Watcher:
@@ -73,7 +86,8 @@ class Watcher:
     def __init__(self, role: str, count: int, spawn: Callable[[str, int], ChildProcess], policy: RestartPolicy,
                  on_restart: Callable[[str], None] | None = None,
                  on_hang_kill: Callable[[str], None] | None = None,
-                 on_event: Callable[[Event], None] | None = None) -> None:
+                 on_event: Callable[[Event], None] | None = None,
+                 on_replica_death: Callable[[str, float], float] | None = None) -> None:
         self.role = role
         self.count = count
         self.spawn = spawn
@@ -81,6 +95,7 @@ class Watcher:
         self._on_restart = on_restart
         self._on_hang_kill = on_hang_kill
         self._on_event = on_event
+        self._on_replica_death = on_replica_death
         self.slots: list[Slot] = []
 
     def _name(self, index: int) -> str:
@@ -130,8 +145,8 @@ class Watcher:
                         wake = min(wake, deadline)
             elif not stopping and index < self.count:
                 if now >= slot.restart_at:
-                    self._start(slot, index)
-                    wake = min(wake, now + self.policy.hang_timeout)
+                    started = self._start(slot, index, now)
+                    wake = min(wake, now + self.policy.hang_timeout if started else slot.restart_at)
                 else:
                     wake = min(wake, slot.restart_at)
         del self.slots[self._needed_slots():]
@@ -146,9 +161,21 @@ class Watcher:
                 break
         return keep
 
-    def _start(self, slot: Slot, index: int) -> None:
+    def _start(self, slot: Slot, index: int, now: float) -> bool:
+        """Start the slot's child; a failed fork is retried after a backoff (returns False)."""
         child = self.spawn(slot.name, index)
-        child.start()
+        try:
+            child.start()
+        except SpawnError as exc:
+            slot.failed_forks += 1
+            delay = self.policy.delay(slot.failed_forks)
+            slot.restart_at = now + delay
+            log.error("could not start %s: %s (failed %d times in a row; retrying in %.1f s)",
+                      slot.name, exc, slot.failed_forks, delay)
+            return False
+        if slot.failed_forks:
+            log.info("%s: fork succeeded after %d failures", slot.name, slot.failed_forks)
+            slot.failed_forks = 0
         slot.child = child
         if slot.crashed:
             log.info("%s restarted (pid %d)", slot.name, child.pid)
@@ -157,6 +184,7 @@ class Watcher:
         else:
             log.info("%s started (pid %d)", slot.name, child.pid)
         slot.asked_to_stop = slot.hang_killed = slot.crashed = False
+        return True
 
     def _reap(self, slot: Slot, child: ChildProcess, now: float, stopping: bool) -> None:
         how = describe_exit(child.exitcode)
@@ -168,12 +196,18 @@ class Watcher:
             slot.restart_at = now
             return
         slot.crashed = True
-        slot.crashes.append(now)
-        while slot.crashes and slot.crashes[0] < now - self.policy.crash_loop_window:
-            slot.crashes.popleft()
         last = how if child.last_error is None else f"{how}: {child.last_error}"
         if slot.hang_killed:
             last = f"{how}: hung on {child.doing}"
+        if child.replica and self.policy.isolate_replicas and self._on_replica_death is not None:
+            held = self._on_replica_death(child.replica, now)
+            slot.restart_at = now + self.policy.backoff
+            log.warning("%s (pid %d) died (%s); charged to replica %s, held off for %.1f s, not to the pool; "
+                        "restarting in %.1f s", slot.name, child.pid, last, child.replica, held, self.policy.backoff)
+            return
+        slot.crashes.append(now)
+        while slot.crashes and slot.crashes[0] < now - self.policy.crash_loop_window:
+            slot.crashes.popleft()
         if len(slot.crashes) > self.policy.crash_loop_restarts:
             raise CrashLoop(slot.name, len(slot.crashes), self.policy.crash_loop_window, last)
         delay = self.policy.delay(len(slot.crashes))
