@@ -3,7 +3,9 @@
 Lock files are shared by every process that writes into a directory, and temp files
 sit next to the files a restore trusts: a world-writable one would let any local user
 break the lock or swap a page. So the create mode is 0o644 (not the 0o666 that
-``open()`` uses by default), and the umask can only take bits away. Checked under
+``open()`` uses by default), and the umask can only take bits away. Lock files are
+exactly 0o600 under every umask: whoever can open one, even read-only, can flock it
+and stall every writer (issue 13; the attack is in ``test_lock_attacks.py``). Checked under
 umask 0o000 as well, where a 0o666 create mode would show as world-writable. Each
 kind of file is made by the code path that makes it in production: the atomic writer
 (temp and final), compaction, the directory lock and the compaction claim, the

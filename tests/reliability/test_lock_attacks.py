@@ -30,7 +30,8 @@ from ltxpool.locks.claim import CLAIM_NAME, Claim
 from ltxpool.locks.dirlock import DirLock, holders_in, lock_file_names
 from ltxpool.locks.errors import LockTimeout
 from ltxpool.locks.lockfile import GROUP_LOCK_FILE_MODE, LOCK_FILE_MODE, LOCK_GROUP_VARIABLE
-from ltxpool.replica.layout import Replica
+from ltxpool.replica.layout import STATE_DIR, Replica
+from ltxpool.replicate.errors import ReplicaBusyError
 from ltxpool.replicate.replicator import Replicator
 from tests.support.fault_counts import record
 from tests.support.synthetic import SyntheticStream
@@ -274,3 +275,28 @@ def test_replicate_never_waits_for_the_directory_inside_sqlite_so_the_apps_write
     assert control["locked"] >= 1, control
     record("replicate stalled by a stranger's flock: app writes", protected["ok"], protected=protected,
            control=control)
+
+
+def test_replicate_refusing_a_claimed_replica_names_the_holder(tmp_path: Path) -> None:
+    """The replica's replicate claim held by a stranger: refused (as before), now with who holds it."""
+    database = tmp_path / "app.db"
+    with sqlite3.connect(database) as conn:
+        conn.execute("CREATE TABLE t(x)")
+    conn.close()
+    state = tmp_path / "replica" / STATE_DIR
+    state.mkdir(parents=True)
+    os.close(os.open(state / CLAIM_NAME, os.O_RDWR | os.O_CREAT, 0o600))
+    holder = subprocess.Popen(["flock", "--close", str(state / CLAIM_NAME), "sleep", "60"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 5
+        while CLAIM_NAME not in holders_in(state) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(ReplicaBusyError) as caught:
+            Replicator(database, tmp_path / "replica")
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)  # flock and its sleep: their own session
+        holder.wait()
+    assert str(caught.value) == (f"{state}: claim replica: another ltxpool replicate is writing to this replica; "
+                                 f"held by pid {holder.pid} (user root, uid 0, command flock, WRITE)")
+    with Replicator(database, tmp_path / "replica") as replicator:  # control: once it is gone, replicate starts
+        assert replicator.step() is not None
