@@ -58,7 +58,7 @@ def _resolve_group(value: str) -> int:
     try:
         return grp.getgrnam(value).gr_gid
     except KeyError:
-        raise LockFileError(value, "lock group", None, f"{LOCK_GROUP_VARIABLE} names no group") from None
+        raise LockFileError(LOCK_GROUP_VARIABLE, "lock group", None, f"no group named {value!r}") from None
 
 
 def lock_group() -> int | None:

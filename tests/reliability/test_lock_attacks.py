@@ -28,7 +28,7 @@ import pytest
 
 from ltxpool.locks.claim import CLAIM_NAME, Claim
 from ltxpool.locks.dirlock import DirLock, holders_in, lock_file_names
-from ltxpool.locks.errors import LockTimeout
+from ltxpool.locks.errors import LockFileError, LockTimeout
 from ltxpool.locks.lockfile import GROUP_LOCK_FILE_MODE, LOCK_FILE_MODE, LOCK_GROUP_VARIABLE
 from ltxpool.replica.layout import STATE_DIR, Replica
 from ltxpool.replicate.errors import ReplicaBusyError
@@ -300,3 +300,13 @@ def test_replicate_refusing_a_claimed_replica_names_the_holder(tmp_path: Path) -
                                  f"held by pid {holder.pid} (user root, uid 0, command flock, WRITE)")
     with Replicator(database, tmp_path / "replica") as replicator:  # control: once it is gone, replicate starts
         assert replicator.step() is not None
+
+
+def test_a_lock_group_that_does_not_exist_is_refused_with_the_variable_and_the_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(LOCK_GROUP_VARIABLE, "no-such-group-ltxpool")
+    with DirLock(tmp_path) as lock, pytest.raises(LockFileError) as caught, lock.writing(timeout=1.0):
+        pass
+    assert str(caught.value) == f"{LOCK_GROUP_VARIABLE}: lock group: no group named 'no-such-group-ltxpool'"
+    assert os.listdir(tmp_path) == []

@@ -141,6 +141,9 @@ class Supervisor:
         config = self.config
         log.info("starting: pid %d, %d workers, janitor every %g s, %d replicas, grace %g s",
                  os.getpid(), config.workers, config.janitor_interval, len(config.replicas), config.grace)
+        if config.lock_timeout >= config.restart.hang_timeout:
+            log.warning("lock_timeout %g s >= hang_timeout %g s: a worker stalled by a lock holder is killed as "
+                        "hung before it can name the holder", config.lock_timeout, config.restart.hang_timeout)
         try:
             return self._loop(wake_r)
         finally:
