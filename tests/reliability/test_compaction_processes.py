@@ -29,7 +29,8 @@ def worker_loop(roots: list[str], index: int, stop) -> None:
     rotation = index % len(replicas)
     while not stop.is_set():
         for replica in replicas[rotation:] + replicas[:rotation]:
-            compaction_pass(replica, FAST, time.time())
+            # The test process forked the workers: it is their supervisor, they are one pool.
+            compaction_pass(replica, FAST, time.time(), pool=os.getppid())
         time.sleep(0.005)
 
 
@@ -87,7 +88,7 @@ def compact_forever(root: str) -> None:
     replica = Replica(root)
     settings = CompactionSettings(intervals={1: 0.0, 2: 0.0, 3: 0.0}, snapshot_interval=0.0)
     while True:
-        compaction_pass(replica, settings, time.time())
+        compaction_pass(replica, settings, time.time(), pool=os.getppid())
 
 
 def test_a_worker_sigkilled_at_random_moments_never_leaves_a_partial_file_or_loses_a_range(tmp_path: Path) -> None:
