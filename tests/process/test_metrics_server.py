@@ -102,7 +102,7 @@ def test_an_idle_flood_holds_no_thread_and_a_scrape_answers_at_once_unlike_a_thr
         # One at a time: its accept backlog is 5, and a burst would wait on SYN retries.
         for count in range(1, FLOOD + 1):
             flood += _idle(port, 1)
-            _wait(lambda n=count: threading.active_count() >= before + n, "a thread per idle connection")  # type: ignore[misc]
+            _wait(lambda n=count: threading.active_count() >= before + n, "a thread per idle connection")
         assert threading.active_count() - before == FLOOD
     finally:
         for sock in flood:
