@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from ltxpool.display import one_line
 from ltxpool.replica.janitor import JanitorSettings, janitor_pass
 from ltxpool.replica.layout import Replica
 
@@ -18,8 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     report = janitor_pass(Replica(args.replica), JanitorSettings(), time.time())
+    for group in report.skipped:
+        print(f"  {group.line()}")
     for problem in report.problems:
-        print(f"  {problem}")
+        print(f"  {one_line(problem)}")
     print(f"orphans removed: {report.orphans_removed}, quarantined: {report.quarantined}, "
           f"removed by retention: {report.retention_removed}, busy directories skipped: {report.busy_dirs}")
     return 0

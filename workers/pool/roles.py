@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 
+from ltxpool.display import escape, one_line
 from ltxpool.errors import LtxpoolError
 from ltxpool.pool.child import ChildLink
 from ltxpool.pool.config import PoolConfig
@@ -30,6 +31,7 @@ from ltxpool.pool.schedule import ReplicaSchedule
 from ltxpool.replica.compactor import compaction_pass
 from ltxpool.replica.janitor import JanitorReport, janitor_pass
 from ltxpool.replica.layout import Replica
+from ltxpool.replica.problem_summary import SkipLog
 
 __all__ = ["worker_main", "janitor_main"]
 
@@ -53,13 +55,13 @@ def worker_main(link: ChildLink, index: int, config: PoolConfig) -> None:
         position, due_at = due
         replica = replicas[position]
         lag = max(now - due_at, 0.0)
-        log.debug("%s: compaction pass, %.3f s after it was due", replica.root, lag)
+        log.debug("%s: compaction pass, %.3f s after it was due", escape(replica.root), lag)
         link.busy(f"compacting {replica.root}", lag)
         try:
             results = compaction_pass(replica, config.compaction, now)
         except (LtxpoolError, OSError) as exc:
             delay = schedule.failed(position, time.time())
-            log.error("%s: compaction failed: %s (retry in %.0f s)", replica.root, exc, delay)
+            log.error("%s: compaction failed: %s (retry in %.0f s)", escape(replica.root), one_line(str(exc)), delay)
             link.send(CompactionFailed(replica.root, exc))
             continue
         for result in results:
@@ -67,15 +69,19 @@ def worker_main(link: ChildLink, index: int, config: PoolConfig) -> None:
         schedule.finished(position, time.time(), progressed=bool(results))
 
 
-def _log_report(report: JanitorReport, known_problems: set[str]) -> None:
-    """One line when the round changed something; each problem once, when first seen."""
+def _log_report(report: JanitorReport, known_problems: set[str], skips: SkipLog) -> None:
+    """One line when the round changed something; each problem once, when first seen;
+    skipped names summarised per directory and rate-limited by ``skips``."""
+    root = escape(report.replica)
     if report.orphans_removed or report.retention_removed or report.quarantined or report.busy_dirs:
         log.info("%s: janitor removed %d orphaned temp files and %d files past retention, quarantined %d, "
-                 "skipped %d busy directories", report.replica, report.orphans_removed, report.retention_removed,
+                 "skipped %d busy directories", root, report.orphans_removed, report.retention_removed,
                  report.quarantined, report.busy_dirs)
+    for line in skips.due(report.skipped):
+        log.warning("%s: %s", root, line)
     for problem in report.problems:
         if problem not in known_problems:
-            log.warning("%s: %s", report.replica, problem)
+            log.warning("%s: %s", root, one_line(problem))
     known_problems.clear()
     known_problems.update(report.problems)
 
@@ -109,6 +115,7 @@ def janitor_main(link: ChildLink, config: PoolConfig) -> None:
     replicas = [Replica(root) for root in config.replicas]
     verified = _Verified()
     problems: dict[str, set[str]] = {replica.root: set() for replica in replicas}
+    skips = {replica.root: SkipLog() for replica in replicas}
     while not link.stopping:
         started = time.monotonic()
         done = 0
@@ -120,10 +127,10 @@ def janitor_main(link: ChildLink, config: PoolConfig) -> None:
                 report = janitor_pass(replica, config.janitor, time.time(), verified.of(replica))
                 verified.prune_if_grown(replica)
             except (LtxpoolError, OSError) as exc:
-                log.error("%s: janitor round failed: %s", replica.root, exc)
+                log.error("%s: janitor round failed: %s", escape(replica.root), one_line(str(exc)))
                 link.send(JanitorFailed(replica.root, exc))
                 continue
-            _log_report(report, problems[replica.root])
+            _log_report(report, problems[replica.root], skips[replica.root])
             if report.orphans_removed or report.retention_removed or report.quarantined or report.busy_dirs \
                     or report.lock_waits:
                 link.send(JanitorReported(report))

@@ -30,6 +30,7 @@ from ltxpool.ltx.errors import CorruptLTXError
 from ltxpool.replica.atomic import is_ltxpool_temp
 from ltxpool.replica.errors import JanitorError
 from ltxpool.replica.layout import Replica
+from ltxpool.replica.problem_summary import SkippedNames, group_skipped
 from ltxpool.replica.quarantine import quarantine
 from ltxpool.replica.retention import RetentionPolicy, plan_retention
 
@@ -145,13 +146,15 @@ class JanitorReport:
     busy_dirs: int = 0
     lock_waits: list[float] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Names the listings skipped, per directory and reason: logged summarised (problem_summary).
+    skipped: list[SkippedNames] = field(default_factory=list)
 
 
 def _quarantine_corrupt(replica: Replica, locks: dict[int, DirLock], verified: set[tuple[str, int, float]],
                         report: JanitorReport) -> None:
     """Verify each LTX file not verified before (by path, size, mtime); quarantine the corrupt."""
     for level, listing in replica.list_all().items():
-        report.problems.extend(f"{path}: {reason}" for path, reason in listing.skipped)
+        report.skipped.extend(group_skipped(listing.skipped))
         for f in listing.files:
             key = (f.path, f.size, f.mtime)
             if key in verified:
