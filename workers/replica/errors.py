@@ -10,6 +10,7 @@ from ltxpool.errors import LtxpoolError
 __all__ = [
     "AtomicWriteError",
     "BrokenChainError",
+    "DirectoryError",
     "IntegrityCheckError",
     "JanitorError",
     "LevelDirectoryError",
@@ -23,7 +24,11 @@ class AtomicWriteError(LtxpoolError):
     """A step of the atomic writer failed; the temp file is gone and the final name untouched."""
 
 
-class LevelDirectoryError(LtxpoolError):
+class DirectoryError(LtxpoolError):
+    """A directory inside a replica could not be opened (a symlink is refused), created or used."""
+
+
+class LevelDirectoryError(DirectoryError):
     """A level directory could not be created, opened (a symlink is refused) or listed."""
 
 

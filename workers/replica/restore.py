@@ -82,7 +82,7 @@ def restore(
     if problem is not None:
         raise BrokenChainError(problem.path, "check restore chain", None, problem.summary)
     with ExitStack() as stack:
-        decoders, header = open_chain(stack, [f.path for f in plan.inputs])
+        decoders, header = open_chain(stack, plan.inputs)
         writer = stack.enter_context(AtomicWriter(output))
         lock = lock_page(header.page_size)
         zero_page = bytes(header.page_size)
