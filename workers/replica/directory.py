@@ -43,8 +43,6 @@ def _refusal(path: str, step: str, exc: OSError) -> DirectoryError:
     # O_NOFOLLOW on a symlink gives ELOOP; O_DIRECTORY on a symlink or a file, ENOTDIR.
     if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
         return DirectoryError(path, step, exc.errno, "is a symlink; refusing to follow it")
-    if exc.errno == errno.ENOTDIR:
-        return DirectoryError(path, step, exc.errno, "is not a directory")
     return DirectoryError.from_oserror(path, step, exc)
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "OutputExistsError",
     "QuarantineError",
     "RestorePlanError",
+    "UnsafeRootError",
 ]
 
 
@@ -55,3 +56,7 @@ class OutputExistsError(LtxpoolError):
 class IntegrityCheckError(LtxpoolError):
     """The restored database failed SQLite's ``PRAGMA integrity_check``."""
 
+
+
+class UnsafeRootError(LtxpoolError):
+    """A replica root is refused at start: a system folder, writable by others, owned by someone unexpected."""

@@ -55,6 +55,7 @@ from ltxpool.replica.atomic import AtomicWriter
 from ltxpool.replica.directory import Directory, dir_lock
 from ltxpool.replica.janitor import sweep_temp_files
 from ltxpool.replica.layout import Replica
+from ltxpool.replica.roots import check_root
 from ltxpool.replicate.errors import DatabaseMismatchError, IncompleteStepError
 from ltxpool.replicate.reconcile import reconcile
 from ltxpool.replicate.sqlite_source import DEFAULT_BUSY_TIMEOUT, Image, SqliteSource
@@ -138,6 +139,7 @@ class Replicator:
                 SqliteSource(self.database, busy_timeout=busy_timeout, prove_completeness=prove_completeness)
             )
             self.access = FileAccess.of_database(self.database)
+            check_root(self.replica.root, [] if self.access.owner is None else [self.access.owner[0]])
             self.replica.ensure_root(self.access)
             level0 = self.replica.level_directory(0, create=True)
             assert level0 is not None
