@@ -158,3 +158,17 @@ def test_leaving_the_block_without_commit_rolls_back(tmp_path: Path) -> None:
     with AtomicWriter(tmp_path / "a.ltx") as writer:
         writer.write(b"half")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_symlinked_parent_is_refused_not_followed(tmp_path: Path) -> None:
+    """Restore's output (or any write by path) never lands where a planted link points."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out").symlink_to(elsewhere)
+    with pytest.raises(AtomicWriteError) as caught:
+        write_atomic(tmp_path / "out" / "restored.db", b"data")
+    assert caught.value.step == "open directory" and "symlink" in str(caught.value)
+    assert os.listdir(elsewhere) == []
+    # Control: the same write through the real folder works.
+    write_atomic(elsewhere / "restored.db", b"data")
+    assert os.listdir(elsewhere) == ["restored.db"]
