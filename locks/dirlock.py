@@ -101,11 +101,19 @@ class DirLock:
     ``last_wait`` holds the seconds the latest acquisition waited (for metrics).
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, slots: int = DEFAULT_SLOTS) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], *, slots: int = DEFAULT_SLOTS, dir_fd: int | None = None
+    ) -> None:
+        """``dir_fd``: the open directory to lock (``directory`` then names it in messages).
+
+        A replica's writers pass the descriptor they write through, so the directory
+        locked is the one written, whatever its path leads to after a wait.
+        """
         self.directory = os.fspath(directory)
         self._owner = (os.getpid(), threading.get_ident())
         try:
-            self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            self._dir_fd = (os.dup(dir_fd) if dir_fd is not None else
+                            os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC))
         except OSError as exc:
             raise LockFileError.from_oserror(self.directory, "open directory", exc) from exc
         self._gate = LockFile(self._dir_fd, self.directory, GATE_NAME)

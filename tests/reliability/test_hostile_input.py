@@ -416,8 +416,8 @@ def test_a_symlink_in_replicates_state_is_not_written_through(tmp_path: Path, ou
     with sqlite3.connect(database) as connection:
         connection.execute("INSERT INTO t VALUES (randomblob(3000))")
     connection.close()
-    with untouched(outside):
-        with Replicator(database, root) as replicator, pytest.raises(LtxpoolError) as caught:
+    with untouched(outside), pytest.raises(LtxpoolError) as caught:  # noqa: SIM117 - the error may come at either
+        with Replicator(database, root) as replicator:
             replicator.step()
     assert (caught.value.path, caught.value.errno) == (str(state / "checksums"), errno.ELOOP)
     record("hostile: symlink in replicate's state", 1)

@@ -8,6 +8,7 @@ import time
 from ltxpool.display import one_line
 from ltxpool.replica.janitor import JanitorSettings, janitor_pass
 from ltxpool.replica.layout import Replica
+from ltxpool.replica.roots import check_root
 
 NAME = "janitor"
 HELP = "One janitor round: remove orphaned temp files, quarantine corrupt LTX files, apply retention."
@@ -18,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_root(args.replica, owners=None)
     report = janitor_pass(Replica(args.replica), JanitorSettings(), time.time())
     for group in report.skipped:
         print(f"  {group.line()}")

@@ -115,6 +115,11 @@ class Decoder:
         self._crc = 0
         self.header = self._read_header()
 
+    @property
+    def stream(self) -> BinaryIO:
+        """The stream decoded (a caller that seeks it must not decode afterwards)."""
+        return self._stream
+
     def pages(self) -> Iterator[tuple[int, bytes]]:
         """Yield ``(pgno, page)`` in file order; raise CorruptLTXError at the first fault."""
         return self._start(as_pages=True)

@@ -37,19 +37,34 @@ def parse_filename(name: str) -> tuple[int, int] | None:
 
 
 @contextmanager
-def open_ltx(path: str | os.PathLike[str], *, verify_index: bool = False) -> Iterator[Decoder]:
-    """Open ``path`` (never through a symlink) and yield a Decoder with its header read."""
+def open_ltx(
+    path: str | os.PathLike[str], *, dir_fd: int | None = None, verify_index: bool = False
+) -> Iterator[Decoder]:
+    """Open ``path`` (never through a symlink) and yield a Decoder with its header read.
+
+    With ``dir_fd``, the file opened is the entry named by ``path``'s last component in
+    that open directory (``path`` then only names it in messages): a replica's files
+    are read from the directory that was listed, not from wherever the path leads now.
+    A file with a second hard link is refused: no writer of LTX files makes one, so it
+    is another file planted under an LTX name.
+    """
     name = os.fspath(path)
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        if dir_fd is None:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        else:
+            fd = os.open(os.path.basename(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise CorruptLTXError(name, 0, "is a symbolic link; refusing to follow it") from None
         raise LtxOpenError.from_oserror(name, "open", exc) from exc
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise CorruptLTXError(name, 0, f"not a regular file ({stat.filemode(mode)})")
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CorruptLTXError(name, 0, f"not a regular file ({stat.filemode(st.st_mode)})")
+        if st.st_nlink > 1:
+            raise CorruptLTXError(name, 0, f"has {st.st_nlink} hard links; an LTX file never has more than one")
         os.set_blocking(fd, True)
         stream = os.fdopen(fd, "rb", buffering=0)
     except BaseException:
@@ -59,9 +74,9 @@ def open_ltx(path: str | os.PathLike[str], *, verify_index: bool = False) -> Ite
         yield Decoder(stream, name, verify_index=verify_index)
 
 
-def verify_file(path: str | os.PathLike[str]) -> Header:
+def verify_file(path: str | os.PathLike[str], *, dir_fd: int | None = None) -> Header:
     """Verify every byte of one LTX file; return its header or raise CorruptLTXError."""
-    with open_ltx(path, verify_index=True) as decoder:
+    with open_ltx(path, dir_fd=dir_fd, verify_index=True) as decoder:
         header = decoder.header
         txids = parse_filename(os.path.basename(decoder.path))
         if txids is not None and txids != (header.min_txid, header.max_txid):

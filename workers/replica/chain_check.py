@@ -26,9 +26,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from ltxpool.errors import LtxpoolError
-from ltxpool.ltx import Header, lock_page, open_ltx, parse_filename
+from ltxpool.ltx import Header, lock_page, parse_filename
 from ltxpool.ltx.errors import CorruptLTXError
-from ltxpool.replica.layout import Listing, Replica
+from ltxpool.replica.layout import Listing, Replica, open_ltx_file
 from ltxpool.replica.plan import Plan, plan_restore
 
 __all__ = ["ChainProblem", "check_plan", "check_txid", "check_replica", "restorable_txids"]
@@ -84,7 +84,7 @@ def check_plan(plan: Plan, txid: int | None = None) -> ChainProblem | None:
     previous: Header | None = None
     for f in plan.inputs:
         try:
-            with open_ltx(f.path) as decoder:
+            with open_ltx_file(f) as decoder:
                 header = decoder.header
                 problem = _link_problem(f.path, header, previous)
                 if problem is not None:

@@ -29,6 +29,7 @@ from ltxpool.ltx import (
     page_checksum,
 )
 from ltxpool.ltx.errors import CorruptLTXError
+from ltxpool.replica.access import PRIVATE
 from ltxpool.replica.atomic import COPY_CHUNK, AtomicWriter
 from ltxpool.replica.chain_check import check_plan
 from ltxpool.replica.errors import BrokenChainError, IntegrityCheckError, OutputExistsError
@@ -65,12 +66,19 @@ def integrity_check(path: str | os.PathLike[str]) -> None:
 
 
 def restore(
-    replica: Replica, output: str | os.PathLike[str], txid: int | None = None, *, check_integrity: bool = True
+    replica: Replica,
+    output: str | os.PathLike[str],
+    txid: int | None = None,
+    *,
+    check_integrity: bool = True,
+    mode: int = PRIVATE.file_mode,
 ) -> RestoreResult:
     """Write the database at ``txid`` (default: latest) to the new file ``output``.
 
     ``check_integrity=False`` skips SQLite's check, for page streams that are not a
-    SQLite database (synthetic test data); every LTX-level check still runs.
+    SQLite database (synthetic test data); every LTX-level check still runs. The
+    output is private (0600) unless ``mode`` says otherwise: restore cannot know who
+    could read the database it came from.
     """
     output = os.fspath(output)
     if os.path.lexists(output):
@@ -82,8 +90,8 @@ def restore(
     if problem is not None:
         raise BrokenChainError(problem.path, "check restore chain", None, problem.summary)
     with ExitStack() as stack:
-        decoders, header = open_chain(stack, [f.path for f in plan.inputs])
-        writer = stack.enter_context(AtomicWriter(output))
+        decoders, header = open_chain(stack, plan.inputs)
+        writer = stack.enter_context(AtomicWriter(output, mode=mode))
         lock = lock_page(header.page_size)
         zero_page = bytes(header.page_size)
         database = EMPTY_DATABASE_CHECKSUM

@@ -32,11 +32,10 @@ from ltxpool.ltx import (
     Header,
     Trailer,
     lock_page,
-    open_ltx,
     page_checksum,
 )
 from ltxpool.ltx.errors import CorruptLTXError, LtxReadError
-from ltxpool.replica.layout import LtxFile, Replica
+from ltxpool.replica.layout import LtxFile, Replica, open_ltx_file
 from ltxpool.replica.merge import merge_frames, merged_header
 from ltxpool.replica.plan import plan_restore
 from ltxpool.replicate.state import ReplicationState, new_checksum_array, xor_all
@@ -60,15 +59,16 @@ def _newest(replica: Replica) -> LtxFile | None:
     return min((f for f in files if f.max_txid == top), key=lambda f: (f.level, -f.min_txid))
 
 
-def _header_and_trailer(path: str) -> tuple[Header, Trailer]:
-    with open_ltx(path) as decoder:
+def _header_and_trailer(f: LtxFile) -> tuple[Header, Trailer]:
+    """The header and the trailer, read through one descriptor of the listed file."""
+    with open_ltx_file(f) as decoder:
         header = decoder.header
-    try:
-        with open(path, "rb") as f:
-            f.seek(-TRAILER_SIZE, os.SEEK_END)
-            trailer = Trailer.unpack(f.read(TRAILER_SIZE))
-    except OSError as exc:
-        raise LtxReadError.from_oserror(path, "read trailer", exc) from exc
+        stream = decoder.stream
+        try:
+            stream.seek(-TRAILER_SIZE, os.SEEK_END)
+            trailer = Trailer.unpack(stream.read(TRAILER_SIZE))
+        except OSError as exc:
+            raise LtxReadError.from_oserror(f.path, "read trailer", exc) from exc
     return header, trailer
 
 
@@ -103,7 +103,7 @@ def _replay(replica: Replica, state: ReplicationState, checksums: array[int], to
     chain.reverse()
     page_size, commit = state.page_size, state.commit
     for f in chain:
-        with open_ltx(f.path) as decoder:
+        with open_ltx_file(f) as decoder:
             header = decoder.header
             if header.min_txid == 1:
                 del checksums[:]
@@ -119,7 +119,7 @@ def _replay(replica: Replica, state: ReplicationState, checksums: array[int], to
 def _rebuild(replica: Replica, state: ReplicationState, top: int) -> tuple[ReplicationState, array[int]]:
     plan = plan_restore(replica.list_all(), top)
     with ExitStack() as stack:
-        decoders = [stack.enter_context(open_ltx(f.path)) for f in plan.inputs]
+        decoders = [stack.enter_context(open_ltx_file(f)) for f in plan.inputs]
         header = merged_header([d.header for d in decoders])
         for decoder in decoders:
             if decoder.header.page_size != header.page_size:
@@ -143,7 +143,7 @@ def reconcile(replica: Replica, database: str, saved: ReplicationState | None, c
     if newest is None:
         return Reconciled(fresh, new_checksum_array(), "empty replica")
     top = newest.max_txid
-    header, trailer = _header_and_trailer(newest.path)
+    header, trailer = _header_and_trailer(newest)
     expected = _expected_checksum(header, trailer)
 
     def agrees(state: ReplicationState, sums: array[int]) -> bool:

@@ -49,11 +49,13 @@ from array import array
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
-from ltxpool.locks.dirlock import DirLock
 from ltxpool.ltx import EMPTY_DATABASE_CHECKSUM, Encoder, Header, combine, lock_page, page_checksum
+from ltxpool.replica.access import FileAccess
 from ltxpool.replica.atomic import AtomicWriter
+from ltxpool.replica.directory import Directory, dir_lock
 from ltxpool.replica.janitor import sweep_temp_files
 from ltxpool.replica.layout import Replica
+from ltxpool.replica.roots import check_root
 from ltxpool.replicate.errors import DatabaseMismatchError, IncompleteStepError
 from ltxpool.replicate.reconcile import reconcile
 from ltxpool.replicate.sqlite_source import DEFAULT_BUSY_TIMEOUT, Image, SqliteSource
@@ -89,14 +91,15 @@ class _LazySink:
     """Opens the level-0 lock and the atomic writer at the first byte, so a step that
     finds nothing to write never touches the directory."""
 
-    def __init__(self, stack: ExitStack, path: str, directory: str) -> None:
-        self._stack, self._path, self._directory = stack, path, directory
+    def __init__(self, stack: ExitStack, path: str, directory: Directory, access: FileAccess) -> None:
+        self._stack, self._path, self._directory, self._access = stack, path, directory, access
         self.writer: AtomicWriter | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.writer is None:
-            lock = self._stack.enter_context(DirLock(self._directory))
-            self.writer = self._stack.enter_context(AtomicWriter(self._path, lock))
+            lock = self._stack.enter_context(dir_lock(self._directory))
+            self.writer = self._stack.enter_context(AtomicWriter(
+                self._path, lock, directory=self._directory, mode=self._access.file_mode, owner=self._access.owner))
         self.writer.write(data)
 
 
@@ -135,7 +138,12 @@ class Replicator:
             self.source = stack.enter_context(
                 SqliteSource(self.database, busy_timeout=busy_timeout, prove_completeness=prove_completeness)
             )
-            self.level_dir = self.replica.ensure_level_dir(0)
+            self.access = FileAccess.of_database(self.database)
+            check_root(self.replica.root, [] if self.access.owner is None else [self.access.owner[0]])
+            self.replica.ensure_root(self.access)
+            level0 = self.replica.level_directory(0, create=True)
+            assert level0 is not None
+            self.level0: Directory = stack.enter_context(level0)
             self.store = stack.enter_context(StateStore(self.replica.root))
             saved, checksums = self.store.load()
             if saved is not None and saved.database != self.database:
@@ -157,14 +165,17 @@ class Replicator:
         """Temp files a killed replicate left in level 0 go now, not at the janitor's
         next round: under the directory lock in cleaning mode no write is in flight,
         and level 0 has no other ltxpool writer."""
-        with DirLock(self.level_dir) as lock:
-            sweep_temp_files(self.level_dir, lock, foreign_age=math.inf)
+        with dir_lock(self.level0) as lock:
+            sweep_temp_files(self.level0, lock, foreign_age=math.inf)
 
     def close(self) -> None:
         try:
             self.source.close()
         finally:
-            self.store.close()
+            try:
+                self.store.close()
+            finally:
+                self.level0.close()
 
     def __enter__(self) -> Replicator:
         return self
@@ -200,7 +211,7 @@ class Replicator:
                     wal_salt2=image.wal_range[3],
                 )
                 path = self.replica.path_of(0, header.min_txid, txid)
-                sink = _LazySink(stack, path, self.level_dir)
+                sink = _LazySink(stack, path, self.level0, self.access)
                 encoder = Encoder(sink, header)
                 if snapshot:
                     diff, fresh = self._encode_snapshot(image, encoder), True
