@@ -1,7 +1,8 @@
 """One replica whose files make the status code raise is reported unreadable; every other one still is.
 
 The replica made to raise is a tenant's whose ``quarantine`` is a regular file (listing
-it raises NotADirectoryError). Controls in the same tests: the unguarded
+it raises a QuarantineError; tests/unit/test_status_guard.py raises an exception of
+no foreseen type). Controls in the same tests: the unguarded
 ``replica_status`` raises on it, and a scrape through the unguarded path is an HTTP
 500 that reports no replica at all.
 """
@@ -22,6 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from ltxpool.errors import LtxpoolError
 from ltxpool.pool.metrics_server import MetricsServer
 from ltxpool.replica.atomic import temp_name_for
 from ltxpool.replica.layout import Replica
@@ -49,14 +51,14 @@ def replicas(tmp_path: Path) -> tuple[list[str], str]:
 
 
 def _cause(bad: str) -> str:
-    return f"NotADirectoryError: [Errno 20] Not a directory: '{Replica(bad).quarantine_dir}'"
+    return f"{Replica(bad).quarantine_dir}: list quarantine folder: Not a directory [ENOTDIR]"
 
 
 def test_the_table_json_and_prometheus_report_the_bad_replica_unreadable_and_the_others_in_full(
     replicas: tuple[list[str], str],
 ) -> None:
     good, bad = replicas
-    with pytest.raises(NotADirectoryError):  # control: the unguarded status of the bad replica raises
+    with pytest.raises(LtxpoolError):  # control: the unguarded status of the bad replica raises
         replica_status(Replica(bad), time.time())
     roots = [good[0], bad, good[1]]
 
@@ -127,8 +129,7 @@ def test_a_scrape_reports_the_bad_replica_unreadable_and_the_others_where_the_un
         with pytest.raises(urllib.error.HTTPError) as failed:
             urllib.request.urlopen(f"http://127.0.0.1:{servers[1].port}/metrics", timeout=10)
         assert failed.value.code == 500
-        assert failed.value.read().decode() == f"metrics failed: [Errno 20] Not a directory: " \
-                                               f"'{Replica(bad).quarantine_dir}'\n"
+        assert failed.value.read().decode() == f"metrics failed: {_cause(bad)}\n"
     finally:
         for server in servers:
             server.close()

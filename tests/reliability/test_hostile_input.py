@@ -226,7 +226,8 @@ def test_unparseable_names_are_reported_and_left_alone(tmp_path: Path, capsys: p
     report = janitor_pass(stream.replica, JanitorSettings(), time.time())
     assert {(g.directory, g.reason): g.names for g in report.skipped} == {
         (str(level), "name is not <min>-<max>.ltx"): frozenset(UNPARSEABLE),
-        (str(level), "not a regular file (symlinks are not followed)"): {"0000000000000009-0000000000000009.ltx"},
+        (str(level), "not a regular file (drwxr-xr-x; symlinks are not followed)"):
+            {"0000000000000009-0000000000000009.ltx"},
     }
     for name in [*UNPARSEABLE, "0000000000000009-0000000000000009.ltx"]:
         assert (level / name).exists()

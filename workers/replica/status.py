@@ -193,7 +193,7 @@ def _replicate_problem(replica: Replica, now: float) -> str | None:
         document = json.loads(os.read(fd, _PROBLEM_LIMIT))
         reason, since, pid = str(document["reason"]), float(document["since"]), int(document["pid"])
     except (OSError, ValueError, KeyError, TypeError):
-        return f"replicate: unreadable {path}"
+        return f"replicate: unreadable {escape(path)}"
     finally:
         os.close(fd)
     return f"replicate (pid {pid}) cannot step for {_human_age(max(now - since, 0.0))}: {reason}"
