@@ -1,19 +1,24 @@
 """The metrics port under a flood of real sockets: threads stay bounded, idle sockets are dropped.
 
+The flood that counts comes from ``nobody``, another local user, as a real process.
 Each protection is shown with its control in the same test: prometheus_client's own
-server (what ltxpool ran before issue 13) grows a thread per idle connection; our
-server built with ``timeout=None`` keeps idle sockets forever, with
-``max_connections=None`` holds every one of them.
+server (what ltxpool ran before issue 13) grows a thread per idle connection under
+the same flood; our server built with ``timeout=None`` keeps idle sockets forever,
+with ``max_connections=None`` holds every one of them.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, start_http_server
@@ -22,8 +27,24 @@ from prometheus_client.registry import Collector
 
 from ltxpool.pool.metrics import PoolMetrics
 from ltxpool.pool.metrics_server import MetricsServer
+from ltxpool.replica.layout import Replica
+from tests.support.synthetic import SyntheticStream
+from tests.support.users import SYSTEM_PYTHON, User, start_as
 
 FLOOD = 200
+
+# nobody's flood: connect FLOOD idle sockets, one every 20 ms (prometheus_client's
+# server has an accept backlog of 5, and a burst would only measure SYN retries),
+# say so, and hold them until killed.
+FLOOD_SOURCE = """
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[2])):
+    held.append(socket.create_connection(("127.0.0.1", int(sys.argv[1]))))
+    time.sleep(0.02)
+print("holding", len(held), flush=True)
+time.sleep(600)
+"""
 
 
 def _registry() -> CollectorRegistry:
@@ -77,12 +98,24 @@ def _serve(servers: list[MetricsServer], registry: CollectorRegistry, **limits: 
     return server
 
 
-def test_an_idle_flood_holds_no_thread_and_a_scrape_answers_at_once_unlike_a_thread_per_connection(
-    servers: list[MetricsServer],
+def _flood_as(user: User, port: int) -> subprocess.Popen[str]:
+    flood = start_as(user, [SYSTEM_PYTHON, "-c", FLOOD_SOURCE, str(port), str(FLOOD)])
+    assert flood.stdout is not None
+    assert flood.stdout.readline() == f"holding {FLOOD}\n", flood.stderr.read() if flood.stderr else ""
+    return flood
+
+
+def _stop(flood: subprocess.Popen[str]) -> None:
+    flood.kill()
+    flood.wait()
+
+
+def test_an_idle_flood_from_another_user_holds_no_thread_and_a_scrape_answers_at_once_unlike_a_thread_per_connection(
+    servers: list[MetricsServer], nobody: User,
 ) -> None:
     server = _serve(servers, _registry())
     before = threading.active_count()
-    flood = _idle(server.port, FLOOD)
+    flood = _flood_as(nobody, server.port)
     try:
         _wait(lambda: server.open_connections == FLOOD, "the server holds the flood")
         text, took = _scrape(server.port)
@@ -90,23 +123,16 @@ def test_an_idle_flood_holds_no_thread_and_a_scrape_answers_at_once_unlike_a_thr
         assert took < 1.0
         assert threading.active_count() == before
     finally:
-        for sock in flood:
-            sock.close()
+        _stop(flood)
 
     # Control: prometheus_client's server, which ltxpool ran before, gives each idle socket a thread.
     control, _ = start_http_server(0, "127.0.0.1", registry=_registry())
-    port = control.server_address[1]
     before = threading.active_count()
-    flood = []
+    flood = _flood_as(nobody, control.server_address[1])
     try:
-        # One at a time: its accept backlog is 5, and a burst would wait on SYN retries.
-        for count in range(1, FLOOD + 1):
-            flood += _idle(port, 1)
-            _wait(lambda n=count: threading.active_count() >= before + n, "a thread per idle connection")
-        assert threading.active_count() - before == FLOOD
+        _wait(lambda: threading.active_count() - before == FLOOD, "a thread per idle connection")
     finally:
-        for sock in flood:
-            sock.close()
+        _stop(flood)
         control.shutdown()
         control.server_close()
 
@@ -199,3 +225,42 @@ def test_a_warning_at_start_when_bound_beyond_loopback_and_none_on_loopback(capl
     (record,) = caplog.records
     assert record.getMessage() == (f"metrics server listens on 0.0.0.0:{ports[1]}, beyond loopback: anyone "
                                    "who can reach it reads every replica's path and state")
+
+
+def _threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+
+
+def test_the_running_pool_serves_a_scrape_under_the_flood_with_no_thread_more(tmp_path: Path, nobody: User) -> None:
+    replica = tmp_path / "replica"
+    SyntheticStream(Replica(replica)).run(2)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pool = subprocess.Popen([sys.executable, "-m", "ltxpool.cli", "supervise", "--metrics-port", str(port),
+                             str(replica)], stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: _answers(port), "the pool's metrics server answers", timeout=30)
+        before = _threads(pool.pid)
+        flood = _flood_as(nobody, port)
+        try:
+            text, took = _scrape(port)
+            assert f'ltxpool_replica_readable{{replica="{replica}"}} 1.0' in text
+            assert took < 2.0
+            assert _threads(pool.pid) == before
+        finally:
+            _stop(flood)
+        pool.send_signal(signal.SIGTERM)
+        assert pool.wait(30) == 0
+    finally:
+        pool.kill()
+        pool.wait()
+
+
+def _answers(port: int) -> bool:
+    try:
+        _scrape(port, timeout=1.0)
+    except OSError:
+        return False
+    return True
