@@ -1,15 +1,15 @@
 """File names with a newline and a terminal escape reach no output raw: janitor, status, verify, the pool log.
 
-A tenant names files in their level directory so that, printed raw, they forge a log
-record and clear the operator's screen. Every command below must show the names
+A tenant (a real user, in a real process) names files in the level directory it owns
+so that, printed raw, they forge a log record and clear the operator's screen. Every command below must show the names
 escaped (``\\n``, ``\\x1b``), every output line must be a line we wrote, and the control
 shows the same names, printed as the old code printed them, do forge a record.
 """
 
 from __future__ import annotations
 
+import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +22,7 @@ from ltxpool.pool.logging import TRACEBACK_PREFIX
 from ltxpool.replica.layout import Replica
 from tests.support.helpers import run_ltxpool
 from tests.support.synthetic import SyntheticStream
+from tests.support.users import User, python_as
 
 FORGED = "2026-01-01T00:00:00.000Z ERROR supervisor[1] replica deleted"
 JUNK = f"junk\n{FORGED}\x1b[2J"                 # not an LTX name: skipped
@@ -30,13 +31,24 @@ GOOD = f"good\n{FORGED}\x1b[31m.ltx"            # an .ltx name, a valid file ins
 RECORD = re.compile(r"^\S+Z [A-Z]+ \S+\[\d+\] ")
 
 
-def _replica(tmp_path: Path) -> Replica:
-    stream = SyntheticStream(Replica(tmp_path / "replica"))
+PLANT = """
+import shutil, sys
+level, junk, bad, good, valid = sys.argv[1:]
+open(f"{level}/{junk}", "wb").write(b"junk")
+open(f"{level}/{bad}", "wb").write(b"LTX1 not really")
+shutil.copyfile(f"{level}/{valid}", f"{level}/{good}")
+"""
+
+
+def _replica(shared_tmp: str, tenant: User) -> Replica:
+    stream = SyntheticStream(Replica(Path(shared_tmp, "replica")))
     stream.run(2)
     level = Path(stream.replica.level_dir(0))
-    (level / JUNK).write_bytes(b"junk")
-    (level / BAD).write_bytes(b"LTX1 not really")
-    shutil.copyfile(stream.replica.path_of(0, 2, 2), level / GOOD)
+    for directory, _, names in os.walk(stream.replica.root):  # the tenant owns its replica
+        for path in (directory, *(os.path.join(directory, name) for name in names)):
+            os.chown(path, tenant.uid, tenant.gid)
+    planted = python_as(tenant, PLANT, str(level), JUNK, BAD, GOOD, "0000000000000002-0000000000000002.ltx")
+    assert planted.returncode == 0, planted.stderr
     return stream.replica
 
 
@@ -46,8 +58,8 @@ def _assert_clean(text: str) -> None:
     assert "\x1b" not in text, text
 
 
-def test_janitor_status_and_verify_print_the_names_escaped(tmp_path: Path) -> None:
-    replica = _replica(tmp_path)
+def test_janitor_status_and_verify_print_the_names_escaped(shared_tmp: str, tenant: User) -> None:
+    replica = _replica(shared_tmp, tenant)
     level = replica.level_dir(0)
     outputs = {}
     for command in (("janitor",), ("status",), ("verify", "-v")):
@@ -66,11 +78,15 @@ def test_janitor_status_and_verify_print_the_names_escaped(tmp_path: Path) -> No
     assert [line for line in old.splitlines() if line.startswith(FORGED)]
 
 
-def test_the_pool_log_shows_the_names_escaped_and_every_line_is_a_record_or_a_traceback(tmp_path: Path) -> None:
-    replica = _replica(tmp_path)
+def test_the_pool_log_shows_the_names_escaped_and_every_line_is_a_record_or_a_traceback(
+    shared_tmp: str, tenant: User,
+) -> None:
+    replica = _replica(shared_tmp, tenant)
+    config = Path(shared_tmp, "ltxpool.toml")
+    config.write_text(f'tenant_owners = ["{tenant.name}"]\n')
     pool = subprocess.Popen(
-        [sys.executable, "-m", "ltxpool.cli", "supervise", "--workers", "1", "--janitor-interval", "0.2",
-         "--poll-interval", "0.2", replica.root],
+        [sys.executable, "-m", "ltxpool.cli", "supervise", "--config", str(config), "--workers", "1",
+         "--janitor-interval", "0.2", "--poll-interval", "0.2", replica.root],
         stderr=subprocess.PIPE, text=True,
     )
     lines: list[str] = []
