@@ -32,7 +32,7 @@ from ltxpool.ltx.errors import CorruptLTXError
 from ltxpool.replica.access import PRIVATE
 from ltxpool.replica.atomic import COPY_CHUNK, AtomicWriter
 from ltxpool.replica.chain_check import check_plan
-from ltxpool.replica.errors import BrokenChainError, IntegrityCheckError, OutputExistsError
+from ltxpool.replica.errors import BrokenChainError, IntegrityCheckError, OutputExistsError, RestorePlanError
 from ltxpool.replica.layout import Replica
 from ltxpool.replica.merge import merge_pages, open_chain
 from ltxpool.replica.plan import plan_restore
@@ -48,6 +48,8 @@ class RestoreResult:
     commit: int
     files: int
     checksum_verified: bool
+    # Restored below the TXID asked for (``allow_gap``): the gap that stopped it. None: as asked.
+    gap: str | None = None
 
 
 def integrity_check(path: str | os.PathLike[str]) -> None:
@@ -72,9 +74,14 @@ def restore(
     *,
     check_integrity: bool = True,
     mode: int = PRIVATE.file_mode,
+    allow_gap: bool = False,
 ) -> RestoreResult:
-    """Write the database at ``txid`` (default: latest) to the new file ``output``.
+    """Write the database at ``txid`` (default: the latest TXID) to the new file ``output``.
 
+    A TXID that no chain reaches -- a gap before it, or beyond the latest -- raises
+    :class:`RestorePlanError` naming the gap: restoring an older TXID and calling it
+    the latest would hide lost transactions. With ``allow_gap`` the latest TXID
+    below the gap is restored instead, and ``RestoreResult.gap`` says why.
     ``check_integrity=False`` skips SQLite's check, for page streams that are not a
     SQLite database (synthetic test data); every LTX-level check still runs. The
     output is private (0600) unless ``mode`` says otherwise: restore cannot know who
@@ -83,8 +90,10 @@ def restore(
     output = os.fspath(output)
     if os.path.lexists(output):
         raise OutputExistsError(output, "restore", errno.EEXIST, "output already exists; restore writes a new file")
-    plan = plan_restore(replica.list_all(), txid)
-    problem = check_plan(plan, txid)
+    plan = plan_restore(replica.list_all(), txid, allow_gap=allow_gap)
+    if plan.unreachable is not None and not allow_gap:
+        raise RestorePlanError(plan.inputs[-1].path, "plan restore", None, plan.unreachable)
+    problem = check_plan(plan, plan.max_txid if plan.unreachable is not None else txid)
     if problem is not None and problem.error is not None:
         raise problem.error
     if problem is not None:
@@ -127,4 +136,6 @@ def restore(
         if check_integrity:
             integrity_check(writer.temp_path)
         writer.commit()
-    return RestoreResult(output, plan.max_txid, header.page_size, header.commit, len(plan.inputs), checked)
+    return RestoreResult(
+        output, plan.max_txid, header.page_size, header.commit, len(plan.inputs), checked, plan.unreachable
+    )
