@@ -1,0 +1,100 @@
+"""What a tenant plants in its replica bounds nothing of the pool's: not the bytes it
+reads, not the memory it allocates, not the TXIDs it reports (issue #13).
+
+The tenant is a real local user (``tests.support.users``) who owns the replica
+directory and plants files there with its own processes; the pool's calls run as
+root in this process. Each attack has a control in the same run: with the
+protection switched off, the same planted file succeeds.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Header
+from ltxpool.ltx import decoder as decoder_module
+from ltxpool.ltx.errors import CorruptLTXError
+from ltxpool.replica.compactor import compact_level
+from ltxpool.replica.janitor import JanitorSettings, janitor_pass
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.quarantine import quarantined_files
+from ltxpool.replica.restore import restore
+from tests.support.synthetic import SyntheticStream
+from tests.support.users import User, run_as
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+
+def _bytes_read() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+def _tenant_replica(shared_tmp: str, tenant: User, transactions: int) -> SyntheticStream:
+    """A replica with ``transactions`` level-0 files, handed over to the tenant who owns it."""
+    stream = SyntheticStream(Replica(os.path.join(shared_tmp, "replica")), seed=13, checksums=False)
+    stream.run(transactions)
+    for directory, _, names in os.walk(stream.replica.root):
+        for name in [".", *names]:
+            os.chown(os.path.join(directory, name), tenant.uid, tenant.gid, follow_symlinks=False)
+    return stream
+
+
+def _plant_sparse(tenant: User, stream: SyntheticStream, txid: int, commit: int, size: int) -> str:
+    """The tenant copies in a valid header for TXID ``txid``, then ``truncate -s`` makes a hole to ``size``."""
+    path = stream.replica.path_of(0, txid, txid)
+    header = Header(flags=HEADER_FLAG_NO_CHECKSUM, page_size=1024, commit=commit, min_txid=txid, max_txid=txid)
+    source = os.path.join(os.path.dirname(stream.replica.root), "header.bin")
+    with open(source, "wb") as f:
+        f.write(header.encode())
+    os.chmod(source, 0o644)
+    done = run_as(tenant, ["sh", "-c", 'cp "$0" "$1" && truncate -s "$2" "$1"', source, path, str(size)])
+    assert done.returncode == 0, done.stderr
+    assert os.stat(path).st_uid == tenant.uid and os.stat(path).st_blocks * 512 < MIB
+    return path
+
+
+@pytest.mark.parametrize("commit", [30, (1 << 32) - 1], ids=["size-beyond-header", "hole"])
+def test_a_planted_sparse_file_is_refused_by_restore_compaction_and_janitor_without_reading_it(
+    shared_tmp: str, tenant: User, tmp_path: Path, commit: int
+) -> None:
+    stream = _tenant_replica(shared_tmp, tenant, 3)
+    planted = _plant_sparse(tenant, stream, 4, commit, 4 * GIB)
+    cause = "exceeds what its header allows" if commit == 30 else "sparse file: a hole at byte 4096"
+    before = _bytes_read()
+    with pytest.raises(CorruptLTXError) as restoring:
+        restore(stream.replica, tmp_path / "restored.db", check_integrity=False)
+    with pytest.raises(CorruptLTXError) as compacting:
+        compact_level(stream.replica, 1)
+    for caught in (restoring, compacting):
+        assert caught.value.path == planted and cause in caught.value.reason
+    report = janitor_pass(stream.replica, JanitorSettings(), time.time())
+    assert _bytes_read() - before < 16 * MIB
+    assert report.quarantined == 1 and cause in " ".join(report.problems)
+    assert quarantined_files(stream.replica) == [f"0-{os.path.basename(planted)}"]
+    # The pool goes on: the latest TXID is what the tenant did not plant, and it restores exactly.
+    assert restore(stream.replica, tmp_path / "after.db", check_integrity=False).txid == 3
+    assert (tmp_path / "after.db").read_bytes() == stream.images[3]
+
+
+def test_control_without_the_size_checks_compaction_and_janitor_read_the_planted_hole_to_its_end(
+    shared_tmp: str, tenant: User, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = _tenant_replica(shared_tmp, tenant, 3)
+    size = 256 * MIB
+    _plant_sparse(tenant, stream, 4, 30, size)
+    monkeypatch.setattr(decoder_module, "size_problem", lambda header, size: None)
+    monkeypatch.setattr(decoder_module, "first_hole", lambda fd, size: None)
+    before = _bytes_read()
+    with pytest.raises(CorruptLTXError, match="page index length field"):
+        compact_level(stream.replica, 1)
+    assert _bytes_read() - before >= size
+    before = _bytes_read()
+    assert janitor_pass(stream.replica, JanitorSettings(), time.time()).quarantined == 1
+    assert _bytes_read() - before >= size
