@@ -10,19 +10,27 @@ protection switched off, the same planted file succeeds.
 from __future__ import annotations
 
 import os
+import re
 import time
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Header
+from ltxpool.errors import LtxpoolError
+from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Encoder, Header
 from ltxpool.ltx import decoder as decoder_module
 from ltxpool.ltx.errors import CorruptLTXError
 from ltxpool.replica.compactor import compact_level
+from ltxpool.replica.errors import BrokenChainError
 from ltxpool.replica.janitor import JanitorSettings, janitor_pass
 from ltxpool.replica.layout import Replica
 from ltxpool.replica.quarantine import quarantined_files
 from ltxpool.replica.restore import restore
+from ltxpool.replicate import reconcile as reconcile_module
+from ltxpool.replicate.reconcile import reconcile
+from ltxpool.replicate.state import ReplicationState, new_checksum_array
 from tests.support.synthetic import SyntheticStream
 from tests.support.users import User, run_as
 
@@ -98,3 +106,74 @@ def test_control_without_the_size_checks_compaction_and_janitor_read_the_planted
     before = _bytes_read()
     assert janitor_pass(stream.replica, JanitorSettings(), time.time()).quarantined == 1
     assert _bytes_read() - before >= size
+
+
+def _plant_claim(tenant: User, stream: SyntheticStream, txid: int, commit: int) -> str:
+    """The tenant copies in a valid LTX file for TXID ``txid`` that holds page 1 and claims ``commit`` pages."""
+    header = Header(flags=HEADER_FLAG_NO_CHECKSUM, page_size=stream.page_size, commit=commit, min_txid=txid,
+                    max_txid=txid, timestamp=int(time.time() * 1000))
+    source = os.path.join(os.path.dirname(stream.replica.root), f"claim-{commit}.ltx")
+    with open(source, "wb") as f:
+        encoder = Encoder(f, header)
+        encoder.write_page(1, bytes(stream.page_size))
+        encoder.finish()
+    os.chmod(source, 0o644)
+    path = stream.replica.path_of(0, txid, txid)
+    done = run_as(tenant, ["cp", source, path])
+    assert done.returncode == 0, done.stderr
+    return path
+
+
+def _peak(call: Callable[[], object]) -> tuple[int, BaseException | None]:
+    """The tracemalloc peak of ``call`` and the error it raised (None: it returned)."""
+    tracemalloc.start()
+    try:
+        call()
+        raised = None
+    except LtxpoolError as exc:
+        raised = exc
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak, raised
+
+
+def test_a_planted_header_claiming_huge_commit_costs_replicate_and_restore_no_memory_for_its_claim(
+    shared_tmp: str, tenant: User, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = _tenant_replica(shared_tmp, tenant, 3)
+    planted = _plant_claim(tenant, stream, 4, (1 << 32) - 1)
+    database = str(tmp_path / "app.db")
+    peak, raised = _peak(lambda: reconcile(stream.replica, database, None, new_checksum_array()))
+    assert isinstance(raised, CorruptLTXError) and raised.path == planted
+    assert re.search(r"the restore chain of TXID 4 holds \d+ pages, its header claims 4294967295$", raised.reason)
+    assert peak < 4 * MIB, peak
+    # Replay from a saved state a TXID behind meets the same file, and falls back to the same refusal.
+    saved = ReplicationState(database, txid=3, page_size=stream.page_size, commit=stream.commit)
+    sums = new_checksum_array(stream.commit)
+    peak, raised = _peak(lambda: reconcile(stream.replica, database, saved, sums))
+    assert isinstance(raised, CorruptLTXError) and peak < 4 * MIB, peak
+    # Restore's chain check: the bitmap is sized by the page numbers the files hold.
+    peak, raised = _peak(lambda: restore(stream.replica, tmp_path / "restored.db", check_integrity=False))
+    assert isinstance(raised, BrokenChainError) and raised.path == planted
+    assert re.search(r"at least \d+ of 4294967295 pages are in no file of the chain \(first: page \d+\)$", raised.reason)
+    assert peak < 4 * MIB, peak
+    assert not list(tmp_path.glob("restored.db*"))
+
+
+def test_control_sized_by_the_header_the_same_planted_claim_allocates_per_claimed_page(
+    shared_tmp: str, tenant: User, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A claim of 2**21 pages: 16 MiB of checksums once allocated from the header, as before #13
+    # (the planted 2**32-1 would be 32 GiB).
+    claim = 1 << 21
+    stream = _tenant_replica(shared_tmp, tenant, 3)
+    _plant_claim(tenant, stream, 4, claim)
+    database = str(tmp_path / "app.db")
+    protected, raised = _peak(lambda: reconcile(stream.replica, database, None, new_checksum_array()))
+    assert isinstance(raised, CorruptLTXError) and protected < 4 * MIB
+    monkeypatch.setattr(reconcile_module, "new_checksum_array", lambda pages=0: new_checksum_array(claim))
+    unprotected, raised = _peak(lambda: reconcile(stream.replica, database, None, new_checksum_array()))
+    # Sized by the header, the claim was not only paid for: it was believed.
+    assert raised is None
+    assert unprotected >= 8 * claim > 8 * protected, (unprotected, protected)

@@ -15,13 +15,15 @@ would need, without decompressing a page:
   Restore's newest-wins merge would otherwise hand back a page from before the
   shrink, or nothing.
 
-Cost: one header and one page index per file of the chain, and a bitmap of one
-byte a page of the database.
+Cost: one header and one page index per file of the chain (four bytes a page
+number, all held until the end), and a bitmap of one byte a page of the database --
+never more bytes than the chain holds page numbers, whatever a header claims.
 """
 
 from __future__ import annotations
 
 import os
+from array import array
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -80,7 +82,7 @@ def check_txid(listings: Mapping[int, Listing], txid: int | None = None) -> Chai
 
 def check_plan(plan: Plan, txid: int | None = None) -> ChainProblem | None:
     """The first reason the chain ``plan`` would not restore, or None (see above)."""
-    present = bytearray()
+    held: list[tuple[int, array[int]]] = []
     previous: Header | None = None
     for f in plan.inputs:
         try:
@@ -89,28 +91,44 @@ def check_plan(plan: Plan, txid: int | None = None) -> ChainProblem | None:
                 problem = _link_problem(f.path, header, previous)
                 if problem is not None:
                     return ChainProblem(txid, f.path, problem)
-                pgnos = decoder.page_numbers()
+                held.append((header.commit, decoder.page_numbers()))
         except CorruptLTXError as exc:
             return ChainProblem(txid, f.path, exc.reason, exc)
-        if len(present) > header.commit:
-            del present[header.commit:]
-        else:
-            present.extend(bytes(header.commit - len(present)))
-        for pgno in pgnos:
-            present[pgno - 1] = 1
         previous = header
     assert previous is not None
-    skip = lock_page(previous.page_size)
-    if skip <= len(present):
+    return _missing_pages(plan, txid, held, lock_page(previous.page_size))
+
+
+def _missing_pages(plan: Plan, txid: int | None, held: list[tuple[int, array[int]]], skip: int) -> ChainProblem | None:
+    """Whether every page 1..commit survives to the end of the chain in some file.
+
+    Newest first: a page of a file counts if no file from it on has a smaller commit
+    (none cut it off). The bitmap is sized by the page numbers the files really hold,
+    not by the commit a header claims (a planted header may claim 2**32-1 pages): a
+    chain holding ``n`` page numbers covers at most ``n + 1`` pages with the lock
+    page, so past that a page is missing for sure, and the first one is below it.
+    """
+    commit = held[-1][0]
+    entries = sum(len(pgnos) for _, pgnos in held)
+    size = min(commit, entries + 2)
+    present = bytearray(size)
+    if skip <= size:
         present[skip - 1] = 1
+    cut = commit
+    for file_commit, pgnos in reversed(held):
+        cut = min(cut, file_commit)
+        limit = min(cut, size)
+        for pgno in pgnos:
+            if pgno > limit:
+                break
+            present[pgno - 1] = 1
     missing = present.find(0)
-    if missing >= 0:
-        count = present.count(0)
-        return ChainProblem(
-            txid, plan.inputs[-1].path,
-            f"{count} of {previous.commit} pages are in no file of the chain (first: page {missing + 1})",
-        )
-    return None
+    if missing < 0:
+        return None
+    count = f"{present.count(0)} of {commit}" if size == commit else f"at least {commit - entries - 1} of {commit}"
+    return ChainProblem(
+        txid, plan.inputs[-1].path, f"{count} pages are in no file of the chain (first: page {missing + 1})",
+    )
 
 
 def restorable_txids(listings: Mapping[int, Listing]) -> Iterator[int]:
