@@ -22,12 +22,16 @@ from ltxpool.errors import LtxpoolError
 from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Encoder, Header
 from ltxpool.ltx import decoder as decoder_module
 from ltxpool.ltx.errors import CorruptLTXError
+from ltxpool.replica import chain_check as chain_check_module
+from ltxpool.replica import merge as merge_module
+from ltxpool.replica.chain_check import name_problems
 from ltxpool.replica.compactor import compact_level
 from ltxpool.replica.errors import BrokenChainError
 from ltxpool.replica.janitor import JanitorSettings, janitor_pass
 from ltxpool.replica.layout import Replica
 from ltxpool.replica.quarantine import quarantined_files
 from ltxpool.replica.restore import restore
+from ltxpool.replica.status import replica_status
 from ltxpool.replicate import reconcile as reconcile_module
 from ltxpool.replicate.reconcile import reconcile
 from ltxpool.replicate.state import ReplicationState, new_checksum_array
@@ -177,3 +181,57 @@ def test_control_sized_by_the_header_the_same_planted_claim_allocates_per_claime
     # Sized by the header, the claim was not only paid for: it was believed.
     assert raised is None
     assert unprotected >= 8 * claim > 8 * protected, (unprotected, protected)
+
+
+def _rename_as(tenant: User, stream: SyntheticStream, txid: int, claimed: int) -> str:
+    """The tenant renames level 0's file of TXID ``txid`` to claim TXIDs ``txid``-``claimed``."""
+    target = stream.replica.path_of(0, txid, claimed)
+    done = run_as(tenant, ["mv", stream.replica.path_of(0, txid, txid), target])
+    assert done.returncode == 0, done.stderr
+    return target
+
+
+def _switch_off_name_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control: every check of a name against its header says "agrees"."""
+    monkeypatch.setattr(chain_check_module, "name_problems", lambda files: [])
+    for module in (chain_check_module, merge_module, reconcile_module):
+        monkeypatch.setattr(module, "name_problem", lambda path, header: None)
+
+
+@pytest.mark.parametrize("protected", [True, False], ids=["checked", "control"])
+def test_a_name_its_header_contradicts_is_a_problem_not_a_txid_for_status_restore_compaction_replicate(
+    shared_tmp: str, tenant: User, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, protected: bool
+) -> None:
+    stream = _tenant_replica(shared_tmp, tenant, 3)
+    planted = _rename_as(tenant, stream, 3, 0xFF)
+    if not protected:
+        _switch_off_name_checks(monkeypatch)
+    level0 = replica_status(stream.replica, time.time()).levels[0]
+    outcome = restore(stream.replica, tmp_path / "allowed.db", allow_gap=True, check_integrity=False)
+    compacted = compact_level(stream.replica, 1)
+    database = str(tmp_path / "app.db")
+    if not protected:
+        # The attack, unchecked: TXID 255 everywhere, and compaction launders the name into a new file.
+        assert level0.max_txid == 255 and outcome.txid == 255 and outcome.gap is None
+        assert compacted is not None and compacted.max_txid == 255
+        assert reconcile(stream.replica, database, None, new_checksum_array()).state.txid == 255
+        return
+    assert level0.max_txid == 2
+    assert f"{planted}: header holds TXIDs 3-3, the file name says 3-255" in level0.problems
+    with pytest.raises(BrokenChainError) as caught:
+        restore(stream.replica, tmp_path / "restored.db", check_integrity=False)
+    assert str(caught.value) == (
+        f"{planted}: check names: header holds TXIDs 3-3, the file name says 3-255: its name is not trusted, "
+        "so the restore would stop at TXID 2"
+    )
+    assert outcome.txid == 2 and outcome.gap is not None and planted in outcome.gap
+    assert (tmp_path / "allowed.db").read_bytes() == stream.images[2]
+    assert compacted is not None and (compacted.min_txid, compacted.max_txid) == (1, 2)
+    assert [f.name for f in stream.replica.list_level(1).files] == ["0000000000000001-0000000000000002.ltx"]
+    with pytest.raises(CorruptLTXError, match="the file name says 3-255: the replica's newest TXID is in doubt"):
+        reconcile(stream.replica, database, None, new_checksum_array())
+    # The janitor's quarantine takes it; then the replica is whole up to TXID 2 again.
+    assert [p.file.path for p in name_problems(stream.replica.list_level(0).files)] == [planted]
+    report = janitor_pass(stream.replica, JanitorSettings(), time.time())
+    assert report.quarantined == 1 and not os.path.exists(planted)
+    assert replica_status(stream.replica, time.time()).levels[0].problems == []

@@ -32,6 +32,7 @@ from ltxpool.ltx import (
     Header,
     Trailer,
     lock_page,
+    name_problem,
     page_checksum,
 )
 from ltxpool.ltx.errors import CorruptLTXError, LtxReadError
@@ -60,9 +61,16 @@ def _newest(replica: Replica) -> LtxFile | None:
 
 
 def _header_and_trailer(f: LtxFile) -> tuple[Header, Trailer]:
-    """The header and the trailer, read through one descriptor of the listed file."""
+    """The header and the trailer, read through one descriptor of the listed file; its name
+    must agree with the header, since the replica's TXID (and so the next one written) is
+    taken from the name."""
     with open_ltx_file(f) as decoder:
         header = decoder.header
+        mismatch = name_problem(f.path, header)
+        if mismatch is not None:
+            raise CorruptLTXError(
+                f.path, 16, f"{mismatch}: the replica's newest TXID is in doubt until it is quarantined"
+            )
         stream = decoder.stream
         try:
             stream.seek(-TRAILER_SIZE, os.SEEK_END)
