@@ -174,3 +174,18 @@ def test_restore_beyond_the_latest_txid_fails_unless_allowed_then_restores_the_l
     assert allowed.returncode == 0, allowed.stderr
     assert "restored TXID 3 " in allowed.stdout and "restoring TXID 3 instead" in allowed.stderr
     assert (tmp_path / "latest.db").read_bytes() == images[3]
+
+
+def test_a_restored_database_is_private_unless_a_mode_is_asked(tmp_path: Path) -> None:
+    database = tmp_path / "app.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE t(x)")
+    connection.close()
+    assert run_ltxpool("replicate", str(database), str(tmp_path / "replica"), "--once").returncode == 0
+    assert run_ltxpool("restore", str(tmp_path / "replica"), str(tmp_path / "private.db")).returncode == 0
+    assert (tmp_path / "private.db").stat().st_mode & 0o777 == 0o600
+    asked = run_ltxpool("restore", str(tmp_path / "replica"), str(tmp_path / "shared.db"), "--mode", "0640")
+    assert asked.returncode == 0 and (tmp_path / "shared.db").stat().st_mode & 0o777 == 0o640
+    refused = run_ltxpool("restore", str(tmp_path / "replica"), str(tmp_path / "open.db"), "--mode", "0666")
+    assert refused.returncode == 2 and "not writable by others" in refused.stderr
+    assert not (tmp_path / "open.db").exists()
