@@ -43,7 +43,7 @@ from ltxpool.pool.config import PoolConfig
 from ltxpool.pool.supervisor import remove_orphans
 from ltxpool.replica.atomic import temp_name_for, write_atomic
 from ltxpool.replica.compactor import CompactionSettings, compact_level, compaction_pass
-from ltxpool.replica.errors import AtomicWriteError
+from ltxpool.replica.errors import AtomicWriteError, RestorePlanError
 from ltxpool.replica.janitor import JanitorSettings, janitor_pass
 from ltxpool.replica.layout import Replica
 from ltxpool.replica.plan import plan_restore
@@ -268,7 +268,10 @@ def test_a_symlinked_ltx_file_is_skipped_reported_and_never_followed(
         assert [g for g in report.skipped if g.directory == str(victim.parent) and victim.name in g.names
                 and "not a regular file" in g.reason]
         compaction_pass(stream.replica, NOW_SETTINGS, time.time())
-        result = restore(stream.replica, tmp_path / "out.db", check_integrity=False)
+        # The skipped file leaves a gap: the latest TXID is refused, --allow-gap gives the one below.
+        with pytest.raises(RestorePlanError, match="TXIDs 4-4 are in no file"):
+            restore(stream.replica, tmp_path / "out.db", check_integrity=False)
+        result = restore(stream.replica, tmp_path / "out.db", check_integrity=False, allow_gap=True)
         assert result.txid == 3 and (tmp_path / "out.db").read_bytes() == stream.images[3]
         code, out, _ = cli(capsys, "verify", stream.replica.root)
         assert code == 1

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from ltxpool.display import escape
 from ltxpool.errors import LtxpoolError
 from ltxpool.replica.atomic import AtomicWriter
+from ltxpool.replica.chain_check import checked_inputs
 from ltxpool.replica.directory import claim_in, dir_lock
 from ltxpool.replica.layout import COMPACTION_LEVELS, SNAPSHOT_LEVEL, Listing, LtxFile, Replica
 from ltxpool.replica.merge import merge_files
@@ -101,7 +102,7 @@ def compact_level(replica: Replica, level: int) -> CompactionResult | None:
     with directory, claim_in(directory) as claim, claim.held() as mine:
         if not mine:
             return None
-        plan = plan_for(replica.list_all(), level)
+        plan = checked_inputs(plan_for(replica.list_all(), level))
         for problem in plan.problems:
             log.warning("%s: level %d: %s", escape(replica.root), level, escape(problem))
         if not plan.inputs:

@@ -30,6 +30,7 @@ from ltxpool.ltx import (
     Frame,
     Header,
     Trailer,
+    name_problem,
 )
 from ltxpool.ltx.encoder import Sink
 from ltxpool.ltx.errors import CorruptLTXError
@@ -97,6 +98,15 @@ def merge_pages(decoders: Sequence[Decoder], commit: int) -> Iterator[tuple[int,
 
 
 def check_chain(decoders: Sequence[Decoder]) -> None:
+    """Refuse inputs that do not form one chain, or whose names their headers contradict.
+
+    The output is named from the inputs' names, so a misnamed input would make a new
+    file whose name lies too.
+    """
+    for decoder in decoders:
+        mismatch = name_problem(decoder.path, decoder.header)
+        if mismatch is not None:
+            raise CorruptLTXError(decoder.path, 16, mismatch)
     for before, after in pairwise(decoders):
         if after.header.page_size != before.header.page_size:
             raise CorruptLTXError(

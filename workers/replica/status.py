@@ -34,7 +34,7 @@ from prometheus_client.registry import Collector
 from ltxpool.display import escape, one_line
 from ltxpool.errors import LtxpoolError
 from ltxpool.replica.atomic import is_ltxpool_temp, temp_file_writer
-from ltxpool.replica.chain_check import check_txid
+from ltxpool.replica.chain_check import check_txid, trusted_newest
 from ltxpool.replica.errors import LevelDirectoryError
 from ltxpool.replica.janitor import DEFAULT_FOREIGN_TEMP_AGE
 from ltxpool.replica.layout import LEVELS, PROBLEM_NAME, Listing, Replica
@@ -124,10 +124,12 @@ def _count_temp_files(directory: str, now: float, foreign_temp_age: float) -> tu
 def _level_status(replica: Replica, listing: Listing, now: float, foreign_temp_age: float) -> LevelStatus:
     files = listing.files
     status = LevelStatus(listing.level, files=len(files), bytes=sum(f.size for f in files))
-    if files:
+    # The level's TXID is the newest file's whose header confirms its name; the others are problems.
+    newest, misnamed = trusted_newest(listing)
+    status.problems.extend(str(problem) for problem in misnamed)
+    if newest is not None:
         status.min_txid = min(f.min_txid for f in files)
-        status.max_txid = max(f.max_txid for f in files)
-        newest = max(files, key=lambda f: f.max_txid)
+        status.max_txid = newest.max_txid
         try:
             status.newest_file_time = os.lstat(newest.path).st_ctime
         except FileNotFoundError:

@@ -32,6 +32,7 @@ from ltxpool.ltx import (
     Header,
     Trailer,
     lock_page,
+    name_problem,
     page_checksum,
 )
 from ltxpool.ltx.errors import CorruptLTXError, LtxReadError
@@ -60,9 +61,16 @@ def _newest(replica: Replica) -> LtxFile | None:
 
 
 def _header_and_trailer(f: LtxFile) -> tuple[Header, Trailer]:
-    """The header and the trailer, read through one descriptor of the listed file."""
+    """The header and the trailer, read through one descriptor of the listed file; its name
+    must agree with the header, since the replica's TXID (and so the next one written) is
+    taken from the name."""
     with open_ltx_file(f) as decoder:
         header = decoder.header
+        mismatch = name_problem(f.path, header)
+        if mismatch is not None:
+            raise CorruptLTXError(
+                f.path, 16, f"{mismatch}: the replica's newest TXID is in doubt until it is quarantined"
+            )
         stream = decoder.stream
         try:
             stream.seek(-TRAILER_SIZE, os.SEEK_END)
@@ -78,11 +86,31 @@ def _expected_checksum(header: Header, trailer: Trailer) -> int | None:
     return trailer.post_apply_checksum
 
 
-def _resize(checksums: array[int], commit: int) -> None:
-    if len(checksums) > commit:
-        del checksums[commit:]
-    elif len(checksums) < commit:
-        checksums.frombytes(bytes(8 * (commit - len(checksums))))
+def _set(checksums: array[int], pgno: int, checksum: int, skip: int) -> bool:
+    """Record page ``pgno``'s checksum, growing the array by that page only; False at a jump.
+
+    The array grows with the pages actually read, never to a header's commit before
+    reading: a planted header may claim 2**32-1 pages. Pages arrive ascending, so a
+    page beyond the end must be the next one (or the one after the lock page, which is
+    never stored and counts as zero); anything else is a page the chain does not hold.
+    """
+    end = len(checksums)
+    if pgno <= end:
+        checksums[pgno - 1] = checksum
+        return True
+    if pgno == end + 2 and end + 1 == skip:
+        checksums.append(0)
+    elif pgno != end + 1:
+        return False
+    checksums.append(checksum)
+    return True
+
+
+def _complete(checksums: array[int], commit: int, skip: int) -> bool:
+    """Whether ``checksums`` now covers pages 1..commit (a lock page at the end counts as zero)."""
+    if len(checksums) == commit - 1 and commit == skip:
+        checksums.append(0)
+    return len(checksums) == commit
 
 
 def _replay(replica: Replica, state: ReplicationState, checksums: array[int], top: int) -> ReplicationState | None:
@@ -110,9 +138,13 @@ def _replay(replica: Replica, state: ReplicationState, checksums: array[int], to
             elif header.page_size != page_size:
                 return None
             page_size, commit = header.page_size, header.commit
-            _resize(checksums, commit)
+            del checksums[commit:]
+            skip = lock_page(page_size)
             for pgno, data in decoder.pages():
-                checksums[pgno - 1] = page_checksum(pgno, data)
+                if not _set(checksums, pgno, page_checksum(pgno, data), skip):
+                    return None
+            if not _complete(checksums, commit, skip):
+                return None
     return replace(state, txid=top, page_size=page_size, commit=commit, checksum=CHECKSUM_FLAG | xor_all(checksums))
 
 
@@ -124,11 +156,19 @@ def _rebuild(replica: Replica, state: ReplicationState, top: int) -> tuple[Repli
         for decoder in decoders:
             if decoder.header.page_size != header.page_size:
                 raise CorruptLTXError(decoder.path, 8, f"page size differs from {header.page_size} within one restore chain")
-        checksums = new_checksum_array(header.commit)
+        checksums = new_checksum_array()
         skip = lock_page(header.page_size)
         for frame in merge_frames(decoders, header.commit):
-            if frame.pgno != skip:
-                checksums[frame.pgno - 1] = page_checksum(frame.pgno, frame.data)
+            if not _set(checksums, frame.pgno, page_checksum(frame.pgno, frame.data), skip):
+                raise CorruptLTXError(
+                    plan.inputs[-1].path, 0,
+                    f"the restore chain of TXID {top} lacks page {len(checksums) + 1} (next: page {frame.pgno})",
+                )
+        if not _complete(checksums, header.commit, skip):
+            raise CorruptLTXError(
+                plan.inputs[-1].path, 12,
+                f"the restore chain of TXID {top} holds {len(checksums)} pages, its header claims {header.commit}",
+            )
     rebuilt = replace(
         state, txid=top, page_size=header.page_size, commit=header.commit,
         checksum=CHECKSUM_FLAG | xor_all(checksums), position=None,
