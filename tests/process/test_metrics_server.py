@@ -182,6 +182,8 @@ def test_a_client_that_reads_nothing_is_dropped_after_the_timeout_and_kept_witho
         sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         held.append((server, sock))
     protected, control = held
+    for server, _ in held:
+        _wait(lambda s=server: s.open_connections == 1, "the request accepted")
     started = time.monotonic()
     _wait(lambda: protected[0].open_connections == 0, "the non-reading client dropped", timeout=30)
     assert protected[0].timed_out == 1
