@@ -35,9 +35,10 @@ from ltxpool.display import escape, one_line
 from ltxpool.errors import LtxpoolError
 from ltxpool.replica.atomic import is_ltxpool_temp, temp_file_writer
 from ltxpool.replica.chain_check import check_txid, trusted_newest
-from ltxpool.replica.errors import LevelDirectoryError
+from ltxpool.replica.directory import Directory
+from ltxpool.replica.errors import DirectoryError, LevelDirectoryError
 from ltxpool.replica.janitor import DEFAULT_FOREIGN_TEMP_AGE
-from ltxpool.replica.layout import LEVELS, PROBLEM_NAME, Listing, Replica
+from ltxpool.replica.layout import LEVELS, PROBLEM_NAME, STATE_DIR, Listing, Replica
 from ltxpool.replica.plan import coverage_gaps, level_problems
 from ltxpool.replica.quarantine import quarantined_files
 
@@ -99,14 +100,15 @@ def _writer_gone(name: str) -> bool:
     return False
 
 
-def _count_temp_files(directory: str, now: float, foreign_temp_age: float) -> tuple[int, int]:
+def _count_temp_files(directory: Directory | None, now: float, foreign_temp_age: float) -> tuple[int, int]:
+    """Temp files in the level directory as listed (its descriptor, never its path again)."""
     temps = orphans = 0
-    try:
-        entries = list(os.scandir(directory))
-    except (FileNotFoundError, NotADirectoryError):
+    if directory is None:
         return 0, 0
-    except OSError as exc:
-        raise LevelDirectoryError.from_oserror(directory, "list level directory", exc) from exc
+    try:
+        entries = directory.scandir()
+    except DirectoryError as exc:
+        raise LevelDirectoryError(exc.path, "list level directory", exc.errno, exc.reason) from exc
     for entry in entries:
         if not entry.name.endswith(".tmp"):
             continue
@@ -131,7 +133,8 @@ def _level_status(replica: Replica, listing: Listing, now: float, foreign_temp_a
         status.min_txid = min(f.min_txid for f in files)
         status.max_txid = newest.max_txid
         try:
-            status.newest_file_time = os.lstat(newest.path).st_ctime
+            status.newest_file_time = (os.lstat(newest.path) if newest.directory is None
+                                       else newest.directory.lstat(newest.name)).st_ctime
         except FileNotFoundError:
             status.newest_file_time = None
     for problem in level_problems(listing):
@@ -139,8 +142,7 @@ def _level_status(replica: Replica, listing: Listing, now: float, foreign_temp_a
         status.overlaps += problem.startswith("overlap")
         status.problems.append(problem)
     status.problems.extend(f"{escape(path)}: {reason}" for path, reason in listing.skipped)
-    status.temp_files, status.orphan_temp_files = _count_temp_files(
-        replica.level_dir(listing.level), now, foreign_temp_age)
+    status.temp_files, status.orphan_temp_files = _count_temp_files(listing.directory, now, foreign_temp_age)
     return status
 
 
@@ -188,8 +190,12 @@ def _replicate_problem(replica: Replica, now: float) -> str | None:
     """The problem a continuous replicate recorded (never followed through a link)."""
     path = os.path.join(replica.state_dir, PROBLEM_NAME)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+        state = replica.subdirectory(STATE_DIR)
+        if state is None:
+            return None
+        with state:
+            fd = state.open_file(PROBLEM_NAME, os.O_RDONLY | os.O_NONBLOCK)
+    except (OSError, DirectoryError):
         return None
     try:
         document = json.loads(os.read(fd, _PROBLEM_LIMIT))
