@@ -39,12 +39,15 @@ class Claim:
     ``pool=None`` (a command run by hand): every other holder is named.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, pool: int | None = None) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, pool: int | None = None,
+                 dir_fd: int | None = None) -> None:
+        """``dir_fd``: the open directory to claim in (``directory`` then names it in messages)."""
         self.directory = os.fspath(directory)
         self.pool = pool
         self._pid = os.getpid()
         try:
-            self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            self._dir_fd = (os.dup(dir_fd) if dir_fd is not None else
+                            os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC))
         except OSError as exc:
             raise LockFileError.from_oserror(self.directory, "open directory", exc) from exc
         self._file = LockFile(self._dir_fd, self.directory, CLAIM_NAME)

@@ -132,13 +132,21 @@ class DirLock:
     ``timeout`` is how long ``writing()`` waits unless it is given another; 0 tries once.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, slots: int = DEFAULT_SLOTS,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], *, slots: int = DEFAULT_SLOTS, dir_fd: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        """``dir_fd``: the open directory to lock (``directory`` then names it in messages).
+
+        A replica's writers pass the descriptor they write through, so the directory
+        locked is the one written, whatever its path leads to after a wait.
+        """
         self.directory = os.fspath(directory)
         self.timeout = timeout
         self._owner = (os.getpid(), threading.get_ident())
         try:
-            self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            self._dir_fd = (os.dup(dir_fd) if dir_fd is not None else
+                            os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC))
         except OSError as exc:
             raise LockFileError.from_oserror(self.directory, "open directory", exc) from exc
         gate, *slot_names = lock_file_names(slots)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["escape"]
+__all__ = ["escape", "one_line"]
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 
@@ -36,3 +36,16 @@ def escape(text: str | os.PathLike[str]) -> str:
     if value.isprintable() and "\\" not in value:
         return value
     return "".join(_escape_char(char) for char in value)
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters spelled out but backslashes kept as they are.
+
+    For text that may mix names already escaped (an error's message) with names that
+    are not: escaping it again would double every backslash, while leaving it alone
+    could let a raw newline through. This keeps it one line and changes nothing an
+    :func:`escape` already produced.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char == "\\" else _escape_char(char) for char in text)

@@ -52,7 +52,7 @@ def test_restore_to_an_unreachable_txid_names_the_gap(tmp_path: Path) -> None:
     stream.run(3)
     done = run_ltxpool("restore", str(tmp_path / "replica"), str(tmp_path / "x.db"), "--txid", "9")
     assert done.returncode == 1
-    assert "TXID 9 is not reachable: gap after TXID 3" in done.stderr
+    assert "TXID 9 is beyond the latest TXID 3 (0/0000000000000003-0000000000000003.ltx)" in done.stderr
 
 
 def test_janitor_by_hand_reports_what_it_did(tmp_path: Path) -> None:
@@ -124,3 +124,68 @@ def test_restore_compare_proves_page_equality_with_the_source_and_names_the_firs
     assert differs.stderr.startswith(f"ltxpool: error: {tmp_path / 'old.db'}: compare: page ")
     assert f"differs from the source {database}" in differs.stderr
     assert (tmp_path / "old.db").exists(), "a valid restore is kept even when the source has moved on"
+
+
+def _replicate_three_versions(tmp_path: Path) -> tuple[Path, Replica, dict[int, bytes]]:
+    """A real database replicated at three TXIDs; the bytes of the database at each (the oracle)."""
+    database = tmp_path / "source.db"
+    replica = Replica(tmp_path / "replica")
+    images: dict[int, bytes] = {}
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+    for version in range(3):
+        with sqlite3.connect(database) as connection:
+            connection.executemany("INSERT INTO t (body) VALUES (?)", [(f"v{version} row {i} " * 10,) for i in range(200)])
+        assert run_ltxpool("replicate", str(database), str(replica.root), "--once").returncode == 0
+        images[max(f.max_txid for f in replica.list_level(0).files)] = database.read_bytes()
+    assert sorted(images) == [1, 2, 3]
+    return database, replica, images
+
+
+def test_restore_of_the_latest_txid_fails_on_a_gap_naming_it_unless_allowed_then_restores_below(tmp_path: Path) -> None:
+    _, replica, images = _replicate_three_versions(tmp_path)
+    # Control: with every file present, the latest TXID restores and equals the oracle.
+    whole = run_ltxpool("restore", str(replica.root), str(tmp_path / "whole.db"))
+    assert whole.returncode == 0 and "restored TXID 3 " in whole.stdout
+    assert (tmp_path / "whole.db").read_bytes() == images[3]
+    Path(replica.path_of(0, 2, 2)).unlink()
+    gap = run_ltxpool("restore", str(replica.root), str(tmp_path / "gap.db"))
+    assert gap.returncode == 1 and gap.stdout == ""
+    assert gap.stderr == (
+        f"ltxpool: error: {replica.path_of(0, 1, 1)}: plan restore: TXID 3 is not reachable: gap after TXID 1: "
+        "TXIDs 2-2 are in no file, between 0/0000000000000001-0000000000000001.ltx and "
+        "0/0000000000000003-0000000000000003.ltx\n"
+    )
+    assert not list(tmp_path.glob("gap.db*"))
+    allowed = run_ltxpool("restore", str(replica.root), str(tmp_path / "allowed.db"), "--allow-gap")
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stderr.startswith("ltxpool: warning: restoring TXID 1 instead: TXID 3 is not reachable")
+    assert "restored TXID 1 " in allowed.stdout
+    assert (tmp_path / "allowed.db").read_bytes() == images[1]
+
+
+def test_restore_beyond_the_latest_txid_fails_unless_allowed_then_restores_the_latest(tmp_path: Path) -> None:
+    _, replica, images = _replicate_three_versions(tmp_path)
+    beyond = run_ltxpool("restore", str(replica.root), str(tmp_path / "beyond.db"), "--txid", "7")
+    assert beyond.returncode == 1
+    assert beyond.stderr.strip().endswith("TXID 7 is beyond the latest TXID 3 (0/0000000000000003-0000000000000003.ltx)")
+    assert len(beyond.stderr.splitlines()) == 1
+    allowed = run_ltxpool("restore", str(replica.root), str(tmp_path / "latest.db"), "--txid", "7", "--allow-gap")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "restored TXID 3 " in allowed.stdout and "restoring TXID 3 instead" in allowed.stderr
+    assert (tmp_path / "latest.db").read_bytes() == images[3]
+
+
+def test_a_restored_database_is_private_unless_a_mode_is_asked(tmp_path: Path) -> None:
+    database = tmp_path / "app.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE t(x)")
+    connection.close()
+    assert run_ltxpool("replicate", str(database), str(tmp_path / "replica"), "--once").returncode == 0
+    assert run_ltxpool("restore", str(tmp_path / "replica"), str(tmp_path / "private.db")).returncode == 0
+    assert (tmp_path / "private.db").stat().st_mode & 0o777 == 0o600
+    asked = run_ltxpool("restore", str(tmp_path / "replica"), str(tmp_path / "shared.db"), "--mode", "0640")
+    assert asked.returncode == 0 and (tmp_path / "shared.db").stat().st_mode & 0o777 == 0o640
+    refused = run_ltxpool("restore", str(tmp_path / "replica"), str(tmp_path / "open.db"), "--mode", "0666")
+    assert refused.returncode == 2 and "not writable by others" in refused.stderr
+    assert not (tmp_path / "open.db").exists()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ltxpool.locks.dirlock import DirLock
 from ltxpool.replica.atomic import AtomicWriter, is_ltxpool_temp, temp_name_for
+from ltxpool.replica.directory import Directory
 from ltxpool.replica.janitor import sweep_temp_files
 
 
@@ -39,7 +40,7 @@ def test_orphans_of_ltxpool_go_young_foreign_temps_stay_old_ones_go(tmp_path: Pa
     keep = tmp_path / "0000000000000001-0000000000000001.ltx"
     keep.write_bytes(b"final")
     with DirLock(tmp_path) as lock:
-        result = sweep_temp_files(tmp_path, lock, foreign_age=3600)
+        result = sweep_temp_files(Directory.open(tmp_path), lock, foreign_age=3600)
     assert sorted(result.removed) == sorted([orphan.name, old.name])
     assert young.exists() and keep.exists()
     assert not result.busy
@@ -52,7 +53,7 @@ def test_a_symlink_with_a_temp_name_is_removed_as_a_link_and_its_target_kept(tmp
     outside.write_bytes(b"precious")
     (replica / temp_name_for("a.ltx")).symlink_to(outside)
     with DirLock(replica) as lock:
-        result = sweep_temp_files(replica, lock)
+        result = sweep_temp_files(Directory.open(replica), lock)
     assert len(result.removed) == 1
     assert outside.read_bytes() == b"precious"
     assert [p for p in os.listdir(replica) if p.endswith(".tmp")] == []
@@ -65,10 +66,10 @@ def test_the_janitor_skips_a_directory_a_slow_writer_holds_and_the_write_succeed
     results = []
     with DirLock(tmp_path) as lock:
         while writer.process.is_alive():
-            results.append(sweep_temp_files(tmp_path, lock, timeout=0.02))
+            results.append(sweep_temp_files(Directory.open(tmp_path), lock, timeout=0.02))
             time.sleep(0.01)
         assert writer.finish() == 0
-        after = sweep_temp_files(tmp_path, lock, timeout=0.02)
+        after = sweep_temp_files(Directory.open(tmp_path), lock, timeout=0.02)
     assert any(result.busy for result in results)
     assert all(result.removed == [] for result in results)
     assert not after.busy and after.removed == []
@@ -80,9 +81,9 @@ def test_the_janitor_removes_the_temp_file_of_a_writer_killed_while_holding_the_
     writer = child(write_then_hang, str(target))
     writer.wait_ready()
     with DirLock(tmp_path) as lock:
-        assert sweep_temp_files(tmp_path, lock, timeout=0.05).busy
+        assert sweep_temp_files(Directory.open(tmp_path), lock, timeout=0.05).busy
         writer.kill()
-        result = sweep_temp_files(tmp_path, lock, timeout=1.0)
+        result = sweep_temp_files(Directory.open(tmp_path), lock, timeout=1.0)
     assert not result.busy
     assert len(result.removed) == 1 and is_ltxpool_temp(result.removed[0])
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
@@ -92,5 +93,5 @@ def test_the_janitor_removes_the_temp_file_of_a_writer_killed_while_holding_the_
 def test_without_a_lock_the_sweep_deletes_every_temp_file_like_the_670_cleanup(tmp_path: Path) -> None:
     (tmp_path / temp_name_for("a.ltx")).write_bytes(b"in flight")
     (tmp_path / "b.ltx.tmp").write_bytes(b"in flight too")
-    result = sweep_temp_files(tmp_path, None)
+    result = sweep_temp_files(Directory.open(tmp_path), None)
     assert len(result.removed) == 2

@@ -55,5 +55,5 @@ def test_text_lines_carry_role_and_pid_and_the_traceback_follows_its_line() -> N
     child = int(last.group(2))
     assert lines[1].split(" ", 1)[1] == f"INFO worker-3[{child}] about to fail"
     assert lines[2].split(" ", 1)[1] == f"CRITICAL worker-3[{child}] crashed: ValueError: boom"
-    assert lines[3] == "Traceback (most recent call last):"
-    assert lines[-2] == "ValueError: boom"
+    assert lines[3] == "  | Traceback (most recent call last):"
+    assert lines[-2] == "  | ValueError: boom"

@@ -88,8 +88,9 @@ def test_table_has_one_row_per_level_with_files_and_notes_for_every_problem(
         "0000000000000003-0000000000000006.ltx",
         f"{replica.root}: 1 quarantined files in {replica.quarantine_dir}",
         f"{replica.root}: TXIDs 7-7 are in no file at any level",
-        f"{replica.path_of(0, 6, 6)}: latest TXID does not restore: gap after TXID 6: "
-        "files up to TXID 8 are unreachable",
+        f"{replica.path_of(0, 6, 6)}: latest TXID does not restore: TXID 8 is not reachable: gap after TXID 6: "
+        "TXIDs 7-7 are in no file, between 0/0000000000000006-0000000000000006.ltx and "
+        "0/0000000000000008-0000000000000008.ltx",
     ]
 
 

@@ -22,14 +22,16 @@ from ltxpool.replica.janitor import JanitorSettings, janitor_pass
 from ltxpool.replica.layout import Replica
 from ltxpool.replica.restore import restore
 from ltxpool.replica.retention import RetentionPolicy
-from tests.support.helpers import inject, is_dir_fd, is_temp_fd
+from tests.support.helpers import fd_target, inject, is_dir_fd, is_temp_fd
 from tests.support.synthetic import SyntheticStream
 
 ERRNOS = [errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EMFILE]
 
 
 def is_level_dir(path: object) -> bool:
-    return os.path.basename(os.path.dirname(os.fspath(path))) == "ltx"
+    """A level directory, named by path or (``os.scandir(fd)``) by an open descriptor."""
+    name = fd_target(path) if isinstance(path, int) else os.fspath(path)  # type: ignore[arg-type]
+    return os.path.basename(os.path.dirname(name)) == "ltx"
 
 
 def is_ltx(path: object) -> bool:
@@ -131,7 +133,7 @@ JANITOR_FAULTS = {
     "unlink temp file": ("unlink", is_temp, False),
     "retention unlink": ("unlink", is_ltx, False),
     "quarantine": ("rename", is_ltx, False),
-    "list directory": ("scandir", is_level_dir, False),
+    "list level directory": ("scandir", is_level_dir, False),
     "open lock file": ("open", lambda path: str(path).startswith(".ltxpool."), False),
 }
 

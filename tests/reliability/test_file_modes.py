@@ -1,12 +1,13 @@
-"""Every file ltxpool creates respects the umask and is never world-writable.
+"""Every file ltxpool creates is private unless its source is not, and respects the umask.
 
 Lock files are shared by every process that writes into a directory, and temp files
 sit next to the files a restore trusts: a world-writable one would let any local user
-break the lock or swap a page. So the create mode is 0o644 (not the 0o666 that
-``open()`` uses by default), and the umask can only take bits away. Lock files are
-exactly 0o600 under every umask: whoever can open one, even read-only, can flock it
-and stall every writer (issue 13; the attack is in ``test_lock_attacks.py``). Checked under
-umask 0o000 as well, where a 0o666 create mode would show as world-writable. Each
+break the lock or swap a page; a world-readable one lets any local user read a
+database it could not read (#13: nobody restored root's replica of a 0600 database).
+So everything is 0o600, except the LTX files replicate makes, which take the source
+database's mode without its group/other write bits (as Litestream does), and the
+umask can only take bits away. Checked under umask 0o000 as well, where a 0o666
+create mode would show as world-writable. Each
 kind of file is made by the code path that makes it in production: the atomic writer
 (temp and final), compaction, the directory lock and the compaction claim, the
 janitor's quarantine, replicate's state, and restore.
@@ -24,7 +25,6 @@ from pathlib import Path
 
 import pytest
 
-from ltxpool.locks.lockfile import LOCK_FILE_MODE
 from ltxpool.replica.atomic import AtomicWriter
 from ltxpool.replica.compactor import compact_level
 from ltxpool.replica.janitor import JanitorSettings, janitor_pass
@@ -34,7 +34,7 @@ from ltxpool.replicate.replicator import Replicator
 from tests.support.fault_counts import record
 from tests.support.synthetic import SyntheticStream
 
-CREATE_MODE = 0o644
+PRIVATE_MODE = 0o600
 UMASKS = [0o000, 0o002, 0o022, 0o027, 0o077]
 
 
@@ -100,14 +100,15 @@ def test_created_files_respect_the_umask_and_are_never_world_writable(tmp_path: 
     files = {**made_files(tmp_path), **temps}
     kinds = {kind_of(path) for path in files}
     assert {"temp file", "lock file", "quarantine note", "replicate state", "LTX file"} <= kinds
+    database_mode = stat.S_IMODE(os.stat(tmp_path / "app.db").st_mode)
     for path, mode in files.items():
         if path.name == "app.db" or path.name.startswith("app.db-"):
             continue  # SQLite's own files, made by the test's connection
-        # Lock files are 0600 whatever the umask: their mode is the protocol (whoever can
-        # open one can stall every writer), see ltxpool.locks.lockfile.
-        expected = LOCK_FILE_MODE if kind_of(path) == "lock file" else CREATE_MODE & ~mask
-        assert mode == expected, f"{kind_of(path)} {path}: mode {mode:03o} under umask {mask:03o}"
+        follows_database = kind_of(path) == "LTX file" and (tmp_path / "replicated") in path.parents
+        expected = (database_mode & 0o644 | 0o600) if follows_database else PRIVATE_MODE
+        assert mode == expected & ~mask, f"{kind_of(path)} {path}: mode {mode:03o} under umask {mask:03o}"
         assert not mode & stat.S_IWOTH, f"{kind_of(path)} {path} is world-writable"
+        assert follows_database or not mode & 0o077, f"{kind_of(path)} {path} is readable by others"
     for dirpath, dirnames, _ in os.walk(tmp_path):
         for name in dirnames:
             mode = stat.S_IMODE(os.lstat(os.path.join(dirpath, name)).st_mode)

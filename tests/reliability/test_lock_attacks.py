@@ -228,12 +228,12 @@ def app_while_replicate_is_stalled(database: Path, replica: Path, *,
     """Run the app for 3 s while replicate steps against a level 0 whose lock a stranger holds."""
     with Replicator(database, replica, lock_timeout=1.0, lock_inside_sqlite=lock_inside_sqlite) as replicator:
         assert replicator.step() is not None  # the snapshot, before the stranger comes
-        gate = os.path.join(replicator.level_dir, lock_file_names()[0])
+        gate = os.path.join(replicator.level0.path, lock_file_names()[0])
         holder = subprocess.Popen(["flock", "--close", gate, "sleep", "60"], start_new_session=True)
         timeouts: list[LockTimeout] = []
         try:
             deadline = time.monotonic() + 5
-            while not holders_in(replicator.level_dir) and time.monotonic() < deadline:
+            while not holders_in(replicator.level0.path) and time.monotonic() < deadline:
                 time.sleep(0.01)
             app = subprocess.Popen([sys.executable, "-c", APP_WRITES, str(database), "0.5", "3"],
                                    stdout=subprocess.PIPE, text=True)

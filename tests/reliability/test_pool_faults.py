@@ -192,7 +192,7 @@ def test_a_worker_retries_each_failing_replica_with_backoff_and_keeps_compacting
 
 JANITOR_FAULTS = {
     "eio-unlink": ("unlink", errno.EIO, ".tmp", "unlink temp file"),
-    "eacces-list": ("scandir", errno.EACCES, os.path.join("ltx", "0"), "list directory"),
+    "eacces-list": ("scandir", errno.EACCES, os.path.join("ltx", "0"), "list level directory"),
     "emfile-lock": ("open", errno.EMFILE, ".ltxpool.lock", "open lock file"),
 }
 

@@ -28,6 +28,7 @@ import pytest
 from ltxpool.errors import LtxpoolError
 from ltxpool.locks.errors import LockFileError
 from ltxpool.replica.compactor import compact_level
+from ltxpool.replica.errors import LevelDirectoryError
 from ltxpool.replica.layout import Replica
 from ltxpool.replica.restore import restore
 from ltxpool.replicate.replicator import Replicator
@@ -214,11 +215,14 @@ def test_a_replicate_start_that_fails_is_named_and_the_next_start_goes_on(
     assert_every_txid_restores(root, source, tmp_path)
 
 
-LOCK_FAULTS = {
-    "claim directory": (lambda path: path.endswith(os.path.join("ltx", "1")), "open directory"),
-    "claim file": (lambda path: os.path.basename(path) == ".ltxpool.claim", "open lock file"),
-    "gate file": (lambda path: path.endswith(os.path.join("1", ".ltxpool.lock")), "open lock file"),
-    "slot file": (lambda path: os.path.basename(path).startswith(".ltxpool.slot-"), "open lock file"),
+#: lock -> (which opens fail, the step named, the error). The level directory is opened
+#: once and its descriptor shared by the claim, the lock and the writer.
+LOCK_FAULTS: dict[str, tuple[Callable[[str], bool], str, type[LtxpoolError]]] = {
+    "claim directory": (lambda path: path.endswith(os.path.join("ltx", "1")), "open directory", LevelDirectoryError),
+    "claim file": (lambda path: os.path.basename(path) == ".ltxpool.claim", "open lock file", LockFileError),
+    "gate file": (lambda path: path.endswith(os.path.join("1", ".ltxpool.lock")), "open lock file", LockFileError),
+    "slot file": (lambda path: os.path.basename(path).startswith(".ltxpool.slot-"), "open lock file",
+                  LockFileError),
 }
 
 
@@ -229,9 +233,9 @@ def test_emfile_on_the_compactors_lock_files_is_named_and_the_retry_succeeds(
     stream = SyntheticStream(Replica(tmp_path / "replica"), seed=4)
     stream.run(4)
     stream.replica.ensure_level_dir(1)
-    applies, step = LOCK_FAULTS[lock]
+    applies, step, error = LOCK_FAULTS[lock]
     hits = inject(monkeypatch, "open", errno.EMFILE, applies)
-    with pytest.raises(LockFileError) as caught:
+    with pytest.raises(error) as caught:
         compact_level(stream.replica, 1)
     monkeypatch.undo()
     assert hits["open"] > 0

@@ -93,7 +93,7 @@ def path_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     if isinstance(first, int):
         return fd_target(first)
     path = os.fsdecode(first)
-    dir_fd = kwargs.get("dir_fd")
+    dir_fd = kwargs.get("dir_fd", kwargs.get("src_dir_fd"))
     if dir_fd is not None and not os.path.isabs(path):
         return os.path.join(fd_target(dir_fd), path)
     return path

@@ -80,6 +80,11 @@ def start_as(user: User, argv: Sequence[str]) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True, cwd="/")
 
 
+#: The system's Python, which every user may run (the suite's own interpreter may live in
+#: root's home, 0700). Attack snippets use its standard library only.
+SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+
+
 def python_as(user: User, source: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Run a Python snippet as ``user`` (``sys.argv[1:]`` are ``args``)."""
-    return run_as(user, [sys.executable, "-c", source, *args], timeout=timeout)
+    """Run a standard-library Python snippet as ``user`` (``sys.argv[1:]`` are ``args``)."""
+    return run_as(user, [SYSTEM_PYTHON, "-c", source, *args], timeout=timeout)

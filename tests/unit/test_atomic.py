@@ -38,13 +38,28 @@ def test_a_write_produces_the_complete_file_and_leaves_no_temp_file(tmp_path: Pa
     assert os.listdir(tmp_path) == [target.name]
 
 
-def test_created_files_respect_the_umask_and_are_never_world_writable(tmp_path: Path) -> None:
+def test_created_files_take_the_mode_asked_less_the_umask(tmp_path: Path) -> None:
     old = os.umask(0o027)
     try:
-        write_atomic(tmp_path / "a.ltx", b"a")
+        write_atomic(tmp_path / "a.ltx", b"a", mode=0o644)
+        write_atomic(tmp_path / "b.ltx", b"b", mode=0o600)
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "a.ltx").st_mode) == 0o640
+    assert stat.S_IMODE(os.stat(tmp_path / "b.ltx").st_mode) == 0o600
+
+
+def test_files_are_private_unless_a_mode_is_asked(tmp_path: Path) -> None:
+    write_atomic(tmp_path / "a.ltx", b"a")
+    assert stat.S_IMODE(os.stat(tmp_path / "a.ltx").st_mode) == 0o600
+
+
+def test_nobody_else_can_read_a_file_before_it_is_complete(tmp_path: Path) -> None:
+    with AtomicWriter(tmp_path / "a.ltx", mode=0o644) as writer:
+        writer.write(b"half")
+        assert stat.S_IMODE(os.stat(writer.temp_path).st_mode) == 0o600
+        writer.commit()
+    assert stat.S_IMODE(os.stat(tmp_path / "a.ltx").st_mode) == 0o644
 
 
 def test_a_write_in_large_chunks_and_in_small_chunks_gives_the_same_bytes(tmp_path: Path) -> None:
@@ -143,3 +158,17 @@ def test_leaving_the_block_without_commit_rolls_back(tmp_path: Path) -> None:
     with AtomicWriter(tmp_path / "a.ltx") as writer:
         writer.write(b"half")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_symlinked_parent_is_refused_not_followed(tmp_path: Path) -> None:
+    """Restore's output (or any write by path) never lands where a planted link points."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out").symlink_to(elsewhere)
+    with pytest.raises(AtomicWriteError) as caught:
+        write_atomic(tmp_path / "out" / "restored.db", b"data")
+    assert caught.value.step == "open directory" and "symlink" in str(caught.value)
+    assert os.listdir(elsewhere) == []
+    # Control: the same write through the real folder works.
+    write_atomic(elsewhere / "restored.db", b"data")
+    assert os.listdir(elsewhere) == ["restored.db"]

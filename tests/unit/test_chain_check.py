@@ -7,6 +7,8 @@ the control: it passes them all), but whose latest TXID cannot be restored.
 from __future__ import annotations
 
 import os
+import random
+from array import array
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,16 @@ from ltxpool.cli import main
 from ltxpool.errors import LtxpoolError
 from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Encoder, Header, verify_file
 from ltxpool.replica import Replica
-from ltxpool.replica.chain_check import check_replica
+from ltxpool.replica.chain_check import (
+    _missing_pages,
+    check_replica,
+    checked_inputs,
+    name_problems,
+    trusted_newest,
+    without_misnamed,
+)
+from ltxpool.replica.layout import LtxFile
+from ltxpool.replica.plan import Plan
 from ltxpool.replica.restore import restore
 from ltxpool.replica.status import replica_status
 
@@ -131,3 +142,62 @@ def test_all_finds_a_broken_earlier_txid_that_the_latest_does_not_use(tmp_path: 
     assert check_replica(Replica(root)) == []
     problems = check_replica(Replica(root), every_txid=True)
     assert [p.txid for p in problems] == [2]
+
+
+def _forward_bitmap(held: list[tuple[int, list[int]]], skip: int) -> tuple[int, int] | None:
+    """The chain check before #13, one byte per page of each header's commit: (missing, first) or None."""
+    present = bytearray()
+    for commit, pgnos in held:
+        if len(present) > commit:
+            del present[commit:]
+        else:
+            present.extend(bytes(commit - len(present)))
+        for pgno in pgnos:
+            present[pgno - 1] = 1
+    if skip <= len(present):
+        present[skip - 1] = 1
+    first = present.find(0)
+    return None if first < 0 else (present.count(0), first + 1)
+
+
+def test_the_bitmap_sized_by_held_pages_judges_every_chain_as_the_commit_sized_one_did() -> None:
+    rng = random.Random(13)
+    plan = Plan(inputs=[LtxFile(0, 1, 1, "/r/ltx/0/x.ltx")])
+    for _ in range(3000):
+        held = []
+        for _ in range(rng.randrange(1, 5)):
+            commit = rng.randrange(1, 40)
+            held.append((commit, sorted(rng.sample(range(1, commit + 1), rng.randrange(0, commit + 1)))))
+        skip = rng.choice([7, 100])
+        expected = _forward_bitmap(held, skip)
+        problem = _missing_pages(plan, None, [(c, array("I", p)) for c, p in held], skip)
+        if expected is None:
+            assert problem is None, held
+            continue
+        assert problem is not None, held
+        count, first = expected
+        assert problem.reason.endswith(f"(first: page {first})"), (held, problem.reason)
+        exact = f"{count} of {held[-1][0]} pages"
+        assert problem.reason.startswith(exact) or problem.reason.startswith("at least "), (held, problem.reason)
+        if problem.reason.startswith("at least "):
+            assert int(problem.reason.split()[2]) <= count
+
+
+def test_names_that_headers_contradict_are_found_left_out_and_cut_from_plans(tmp_path: Path) -> None:
+    write(tmp_path, 0, 1, 1, [1, 2], 2)
+    write(tmp_path, 0, 2, 2, [1], 2)
+    bad = write(tmp_path, 0, 3, 3, [2], 2, name=f"{3:016x}-{0xff:016x}.ltx")
+    replica = Replica(tmp_path)
+    listing = replica.list_level(0)
+    problems = name_problems(listing.files)
+    assert [str(p) for p in problems] == [f"{bad}: header holds TXIDs 3-3, the file name says 3-255"]
+    newest, misnamed = trusted_newest(listing)
+    assert newest is not None and newest.max_txid == 2 and misnamed == problems
+    kept, left_out = without_misnamed(replica.list_all())
+    assert [f.max_txid for f in kept[0].files] == [1, 2] and left_out == problems
+    plan = checked_inputs(Plan(inputs=list(listing.files)))
+    assert [f.max_txid for f in plan.inputs] == [1, 2]
+    assert plan.problems == [f"{bad}: header holds TXIDs 3-3, the file name says 3-255: left out until quarantined"]
+    # Control: a plan whose names all agree is returned as it is.
+    whole = Plan(inputs=list(kept[0].files))
+    assert checked_inputs(whole) is whole

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tracemalloc
+from collections.abc import Callable
+
 import pytest
 
 from ltxpool.replica.errors import RestorePlanError
@@ -12,7 +15,7 @@ from ltxpool.replica.plan import (
     plan_compaction,
     plan_restore,
 )
-from tests.support.plans import spans, state
+from tests.support.plans import level_zero_run, quadratic_chains, spans, state
 
 
 def test_compaction_takes_the_contiguous_run_after_the_newest_file_of_the_target_level() -> None:
@@ -64,7 +67,11 @@ def test_restore_to_an_unreachable_txid_names_the_gap() -> None:
     assert "TXID 4 is not reachable: gap after TXID 2" in str(caught.value)
     plan = plan_restore(listings)
     assert spans(plan.inputs) == [(0, 1, 1), (0, 2, 2)]
-    assert plan.problems == ["gap after TXID 2: files up to TXID 4 are unreachable"]
+    assert plan.problems == [
+        "TXID 4 is not reachable: gap after TXID 2: TXIDs 3-3 are in no file, between "
+        "0/0000000000000002-0000000000000002.ltx and 0/0000000000000004-0000000000000004.ltx"
+    ]
+    assert plan.unreachable == plan.problems[0]
 
 
 def test_restore_of_an_empty_replica_says_there_is_nothing() -> None:
@@ -103,3 +110,52 @@ def test_a_new_generation_snapshot_restarts_compaction_and_is_not_an_overlap() -
     assert plan_compaction(listings, 1).inputs == []
     assert level_problems(listings[1]) == []
     assert spans(plan_restore(listings).inputs) == [(1, 1, 5)]
+
+
+def test_restore_beyond_the_latest_txid_says_so_and_names_the_latest_file() -> None:
+    listings = state(l0=[(1, 1), (2, 2)])
+    with pytest.raises(RestorePlanError) as caught:
+        plan_restore(listings, 9)
+    assert caught.value.reason == "TXID 9 is beyond the latest TXID 2 (0/0000000000000002-0000000000000002.ltx)"
+    plan = plan_restore(listings, 9, allow_gap=True)
+    assert spans(plan.inputs) == [(0, 1, 1), (0, 2, 2)] and plan.unreachable == caught.value.reason
+
+
+def test_an_unreachable_txid_is_refused_unless_a_gap_is_allowed_then_the_plan_stops_below_it() -> None:
+    listings = state(l0=[(1, 1), (2, 2), (5, 5), (6, 6)])
+    with pytest.raises(RestorePlanError) as caught:
+        plan_restore(listings, 6)
+    assert caught.value.reason == (
+        "TXID 6 is not reachable: gap after TXID 2: TXIDs 3-4 are in no file, between "
+        "0/0000000000000002-0000000000000002.ltx and 0/0000000000000005-0000000000000005.ltx"
+    )
+    assert caught.value.path.endswith("0000000000000002-0000000000000002.ltx")
+    plan = plan_restore(listings, 6, allow_gap=True)
+    assert spans(plan.inputs) == [(0, 1, 1), (0, 2, 2)] and plan.unreachable == caught.value.reason
+    assert plan_restore(listings, 2).unreachable is None
+
+
+def test_restore_planning_memory_is_linear_in_the_files_where_the_old_planner_was_quadratic() -> None:
+    def peak(run: Callable[[], object]) -> int:
+        tracemalloc.start()
+        try:
+            run()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small = level_zero_run(3_000)
+    # Control: the planner before #13, on the same listing, in the same run.
+    old, new = peak(lambda: quadratic_chains(small)), peak(lambda: plan_restore(small))
+    assert old > 20 * new, (old, new)
+    assert old > 30 << 20
+    large = level_zero_run(50_000)
+    plan = None
+
+    def plan_large() -> None:
+        nonlocal plan
+        plan = plan_restore(large)
+
+    assert peak(plan_large) < 16 << 20
+    assert plan is not None and len(plan.inputs) == 50_000 and plan.max_txid == 50_000
+    assert peak(lambda: plan_compaction(large, 1)) < 1 << 20

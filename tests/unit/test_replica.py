@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
+from ltxpool.ltx import open_ltx
+from ltxpool.ltx.errors import CorruptLTXError
 from ltxpool.replica.layout import Replica, format_name, parse_name
 
 
@@ -47,3 +51,21 @@ def test_a_symlinked_level_directory_is_reported_not_followed(tmp_path: Path) ->
 
 def test_a_missing_level_is_an_empty_level(tmp_path: Path) -> None:
     assert Replica(tmp_path).list_level(3).files == []
+
+
+def test_a_file_with_a_second_hard_link_is_not_trusted_as_replica_content(tmp_path: Path) -> None:
+    """A second link is someone else's file under an LTX name (another replica's, a secret)."""
+    other = Replica(tmp_path / "other")
+    theirs = Path(other.ensure_level_dir(0)) / format_name(1, 1)
+    theirs.write_bytes(b"another replica's snapshot")
+    replica = Replica(tmp_path / "replica")
+    planted = Path(replica.ensure_level_dir(0)) / format_name(1, 1)
+    planted.hardlink_to(theirs)
+    listing = replica.list_level(0)
+    assert listing.files == [] and "2 hard links" in listing.skipped[0][1]
+    with pytest.raises(CorruptLTXError, match="2 hard links"):
+        with open_ltx(planted):
+            pass
+    # Control: with one link the same entry is listed.
+    os.unlink(theirs)
+    assert [f.name for f in replica.list_level(0).files] == [format_name(1, 1)]

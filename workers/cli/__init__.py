@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from ltxpool.display import one_line
 from ltxpool.errors import LtxpoolError
 
 __all__ = ["main", "build_parser"]
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except LtxpoolError as exc:
-        print(f"ltxpool: error: {exc}", file=sys.stderr)
+        print(f"ltxpool: error: {one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ltxpool: interrupted", file=sys.stderr)

@@ -6,13 +6,24 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["positive_int", "port", "seconds", "positive_seconds", "seconds_between"]
+__all__ = ["positive_int", "port", "seconds", "positive_seconds", "seconds_between", "file_mode"]
 
 
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def file_mode(text: str) -> int:
+    """An octal file mode such as 0640: permission bits only, never writable by others."""
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an octal mode such as 0640, got {text!r}") from None
+    if not 0 <= value <= 0o777 or value & 0o002:
+        raise argparse.ArgumentTypeError(f"must be permission bits (at most 0777) not writable by others, got {text}")
     return value
 
 

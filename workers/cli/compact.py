@@ -13,6 +13,7 @@ import sys
 from ltxpool.locks.errors import ClaimHeld, LockTimeout
 from ltxpool.replica.compactor import SCHEDULED_LEVELS, compact_level
 from ltxpool.replica.layout import Replica
+from ltxpool.replica.roots import check_root
 
 NAME = "compact"
 HELP = "Compact a replica now: every level (1, 2, 3, then the level-9 snapshot) or only --level L."
@@ -25,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_root(args.replica, owners=None)
     replica = Replica(args.replica)
     levels = SCHEDULED_LEVELS if args.level is None else (args.level,)
     code = 0

@@ -16,6 +16,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from ltxpool.display import escape
 from ltxpool.errors import LtxpoolError
 from ltxpool.ltx import (
     HEADER_FLAG_NO_CHECKSUM,
@@ -120,7 +121,7 @@ def _time(timestamp_ms: int) -> str | None:
 def _print_header(path: str, header: Header) -> None:
     flags = " (no-checksum)" if header.flags & HEADER_FLAG_NO_CHECKSUM else ""
     print("# header")
-    print(f"path:               {path}")
+    print(f"path:               {escape(path)}")
     print(f"flags:              0x{header.flags:08x}{flags}")
     print(f"page size:          {header.page_size}")
     print(f"commit:             {header.commit} pages")

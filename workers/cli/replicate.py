@@ -19,6 +19,7 @@ import sys
 import threading
 from types import FrameType
 
+from ltxpool.display import escape, one_line
 from ltxpool.replicate.loop import LoopEvent, replicate_continuously
 from ltxpool.replicate.replicator import Replicator, StepResult
 
@@ -56,9 +57,9 @@ def _print_event(event: LoopEvent) -> None:
         assert event.result is not None
         print(progress_line(event.result), flush=True)
     elif event.kind in ("busy", "problem"):
-        print(f"ltxpool: {event.message}", file=sys.stderr, flush=True)
+        print(f"ltxpool: {one_line(event.message)}", file=sys.stderr, flush=True)
     elif event.kind == "recovered":
-        print(event.message, flush=True)
+        print(one_line(event.message), flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with Replicator(args.database, args.replica, pin=True) as replicator:
-            print(f"replicating {replicator.database} to {args.replica}: {replicator.recovery}", flush=True)
+            print(f"replicating {escape(replicator.database)} to {escape(args.replica)}: {one_line(replicator.recovery)}",
+                  flush=True)
             replicate_continuously(replicator, args.interval, stop, _print_event)
     finally:
         for sig, handler in previous.items():

@@ -14,11 +14,10 @@ from prometheus_client.registry import Collector
 
 from ltxpool.cli.argtypes import seconds
 from ltxpool.replica.janitor import DEFAULT_FOREIGN_TEMP_AGE
-from ltxpool.replica.layout import Replica
 from ltxpool.replica.status import (
     ReplicaStatus,
     format_table,
-    replica_status,
+    guarded_status,
     status_document,
     status_metrics,
 )
@@ -26,9 +25,9 @@ from ltxpool.replica.status import (
 NAME = "status"
 HELP = (
     "Show each replica's levels: files, bytes, TXID range, gaps, overlaps, temp files and orphans, "
-    "quarantined files, age of the newest file. Reads only; takes no lock."
+    "quarantined files, age of the newest file. Reads only; takes no lock. "
+    "A replica that cannot be read is reported as unreadable (exit 1); the others still are."
 )
-
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class _Snapshot(Collector):
-    """Statuses already gathered, as gauges (so a missing replica fails before any output)."""
+    """Statuses already gathered, as gauges."""
 
     def __init__(self, statuses: list[ReplicaStatus]) -> None:
         self._statuses = statuses
@@ -52,7 +51,7 @@ class _Snapshot(Collector):
 
 def run(args: argparse.Namespace) -> int:
     now = time.time()
-    statuses = [replica_status(Replica(root), now, args.foreign_temp_age) for root in args.replicas]
+    statuses = [guarded_status(root, now, args.foreign_temp_age) for root in args.replicas]
     if args.prometheus:
         registry = CollectorRegistry()
         registry.register(_Snapshot(statuses))
@@ -61,4 +60,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(status_document(statuses, now), indent=2, sort_keys=True))
     else:
         print(format_table(statuses, now))
-    return 0
+    unreadable = [status.unreadable for status in statuses if status.unreadable is not None]
+    for cause in unreadable:
+        print(f"ltxpool: error: {cause}", file=sys.stderr)
+    return 1 if unreadable else 0

@@ -16,6 +16,7 @@ import tempfile
 
 from ltxpool.cli import main
 from ltxpool.cli.argtypes import positive_int, positive_seconds, seconds
+from ltxpool.display import escape, one_line
 from ltxpool.proving.chaos import ChaosConfig, ChaosReport, run_chaos
 from ltxpool.proving.stress import StressConfig, run_stress
 
@@ -123,6 +124,6 @@ def _print_chaos(report: ChaosReport) -> None:
         print("Audit: every final name verifies, no orphan after one janitor round, no lock held, no gap, "
               "restore of the latest TXID equals the database")
         return
-    print(f"Audit found {len(report.problems)} problems (scratch directory kept: {report.directory}):")
+    print(f"Audit found {len(report.problems)} problems (scratch directory kept: {escape(report.directory)}):")
     for problem in report.problems:
-        print(f"  {problem}")
+        print(f"  {one_line(problem)}")

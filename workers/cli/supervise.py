@@ -83,15 +83,16 @@ def run(args: argparse.Namespace) -> int:
     config = prepare(args)
     metrics = PoolMetrics()
     supervisor = Supervisor(config, metrics, (lambda: prepare(args)) if args.config else None)
-    if config.metrics_port is not None:
-        try:
-            metrics.serve(config.metrics_port, config.metrics_address, lambda: supervisor.config.replicas,
-                          config.janitor.foreign_temp_age)
-        except OSError as exc:
-            raise ConfigError(f"{config.metrics_address}:{config.metrics_port}", "metrics_port",
-                              exc.errno or errno.EINVAL, exc.strerror or str(exc)) from exc
+    # Logging first, so the metrics server's warning (bound beyond loopback) is a pool log line.
     setup_logging(config.log_format, config.log_level)
     try:
+        if config.metrics_port is not None:
+            try:
+                metrics.serve(config.metrics_port, config.metrics_address, lambda: supervisor.config.replicas,
+                              config.janitor.foreign_temp_age)
+            except OSError as exc:
+                raise ConfigError(f"{config.metrics_address}:{config.metrics_port}", "metrics_port",
+                                  exc.errno or errno.EINVAL, exc.strerror or str(exc)) from exc
         return supervisor.run()
     finally:
         drain_logging()

@@ -23,6 +23,7 @@ import os
 import sys
 from collections.abc import Iterator
 
+from ltxpool.display import escape, one_line
 from ltxpool.errors import LtxpoolError
 from ltxpool.ltx import verify_file
 from ltxpool.replica.chain_check import check_txid, restorable_txids
@@ -47,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     missing = [path for path in args.paths if not os.path.lexists(path)]
     for path in missing:
-        print(f"ltxpool: error: {path}: no such file or directory", file=sys.stderr)
+        print(f"ltxpool: error: {escape(path)}: no such file or directory", file=sys.stderr)
     if missing:
         return 2
     ok = bad = 0
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             ok += 1
             if args.verbose:
-                print(f"ok  {path}", flush=True)
+                print(f"ok  {escape(path)}", flush=True)
     print(f"verified {ok + bad} files: {ok} ok, {bad} bad")
     checked = broken = 0
     for path in args.paths:
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         checked += len(txids)
         broken += len(problems)
         for problem in problems:
-            print(f"BAD {problem}", flush=True)
+            print(f"BAD {escape(problem.path)}: {one_line(problem.summary)}", flush=True)
     if checked:
         print(f"checked {checked} restore chain{'' if checked == 1 else 's'}: {broken} broken")
     return 1 if bad or broken else 0

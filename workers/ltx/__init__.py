@@ -48,7 +48,7 @@ from ltxpool.ltx.header import (
 )
 from ltxpool.ltx.index import IndexEntry
 from ltxpool.ltx.payload import PAGE_FLAG_SIZE
-from ltxpool.ltx.verify import open_ltx, parse_filename, verify_file
+from ltxpool.ltx.verify import name_problem, open_ltx, parse_filename, read_header, verify_file
 
 __all__ = [
     "CHECKSUM_FLAG",
@@ -71,9 +71,11 @@ __all__ = [
     "database_checksum",
     "is_valid_page_size",
     "lock_page",
+    "name_problem",
     "open_ltx",
     "page_checksum",
     "parse_filename",
+    "read_header",
     "update_database_checksum",
     "verify_file",
 ]

@@ -16,7 +16,8 @@ payloads replaced by their pages. Flag bit 63 is set on the stored value.
 
 Checks beyond ltx's own decoder, which trusts several of these: pgno <= commit, no
 lock page, strictly ascending pages, snapshot completeness, index length and entry
-count, trailer rules, the post-apply checksum of a snapshot; with ``verify_index``
+count, trailer rules, the post-apply checksum of a snapshot, a file no larger than its
+header allows and without holes (``bounds.py``: before a page is read); with ``verify_index``
 every index entry against its frame (``index_check.py``). Memory stays bounded for
 any file: pages are yielded one at a time and the tail is streamed.
 
@@ -28,6 +29,8 @@ frames, the page after the lock page, every error) to ``_slow_frame``.
 
 from __future__ import annotations
 
+import os
+import stat
 from array import array
 from collections.abc import Iterator
 from typing import Any, BinaryIO, NamedTuple
@@ -36,8 +39,9 @@ from fastcrc.crc64 import go_iso
 from lz4.block import LZ4BlockError
 from lz4.block import decompress as _lz4_decompress
 
+from ltxpool.ltx.bounds import first_hole, size_problem
 from ltxpool.ltx.checksum import CHECKSUM_FLAG, combine, lock_page, page_checksum
-from ltxpool.ltx.errors import CorruptLTXError, PayloadError
+from ltxpool.ltx.errors import CorruptLTXError, LtxReadError, PayloadError
 from ltxpool.ltx.header import (
     HEADER_SIZE,
     MAGIC,
@@ -114,6 +118,12 @@ class Decoder:
         self._index: PageIndex | None = None
         self._crc = 0
         self.header = self._read_header()
+        self._check_size()
+
+    @property
+    def stream(self) -> BinaryIO:
+        """The stream decoded (a caller that seeks it must not decode afterwards)."""
+        return self._stream
 
     def pages(self) -> Iterator[tuple[int, bytes]]:
         """Yield ``(pgno, page)`` in file order; raise CorruptLTXError at the first fault."""
@@ -156,6 +166,33 @@ class Decoder:
             raise CorruptLTXError(self.path, problem[0], problem[1])
         self._crc = go_iso(raw)
         return header
+
+    def _check_size(self) -> None:
+        """Refuse a file larger than its header allows, or with a hole, before reading on.
+
+        Only a regular file has a size to check; a pipe or an in-memory stream is
+        read as it comes. See ``bounds.py`` for why both checks.
+        """
+        try:
+            fd = self._stream.fileno()
+            info = os.fstat(fd)
+        except (AttributeError, OSError, ValueError):
+            return
+        if not stat.S_ISREG(info.st_mode):
+            return
+        problem = size_problem(self.header, info.st_size)
+        if problem is not None:
+            raise CorruptLTXError(self.path, problem[0], problem[1])
+        try:
+            hole = first_hole(fd, info.st_size)
+        except OSError as exc:
+            raise LtxReadError.from_oserror(self.path, "seek hole", exc) from exc
+        if hole is not None:
+            raise CorruptLTXError(
+                self.path, hole,
+                f"sparse file: a hole at byte {hole} of {info.st_size} (LTX files are written in full; "
+                "a hole is planted, and reading it would read zeros to the end)",
+            )
 
     def _frames(self, as_pages: bool) -> Iterator[Any]:
         path, header, reader = self.path, self.header, self._reader

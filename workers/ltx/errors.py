@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ltxpool.display import escape
 from ltxpool.errors import LtxpoolError
 
 __all__ = ["CorruptLTXError", "LtxReadError", "LtxOpenError", "VarintError", "PayloadError"]
@@ -22,7 +23,8 @@ class CorruptLTXError(LtxpoolError):
         return self.__class__, (self.path, self.offset, self.reason)
 
     def __str__(self) -> str:
-        return f"{self.path}: corrupt at byte {self.offset}: {self.reason}"
+        # Escaped as LtxpoolError.__str__ is: the path is a name a tenant chose.
+        return f"{escape(self.path)}: corrupt at byte {self.offset}: {escape(self.reason)}"
 
 
 class LtxReadError(LtxpoolError):

@@ -14,6 +14,7 @@ Example (every key optional except ``replicas``, here or on the command line)::
     log_format = "text"            # or "json"
     log_level = "info"
     allow_network_fs = false
+    tenant_owners = []             # users who may own a replica root besides root and the pool's user
 
     [compaction]
     intervals = { 1 = 30, 2 = 300, 3 = 3600 }   # seconds between compactions per level
@@ -50,6 +51,7 @@ import dataclasses
 import errno
 import math
 import os
+import pwd
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -58,9 +60,11 @@ from typing import Any
 from ltxpool.pool.errors import ConfigError
 from ltxpool.pool.watcher import RestartPolicy
 from ltxpool.replica.compactor import CompactionSettings
+from ltxpool.replica.errors import UnsafeRootError
 from ltxpool.replica.janitor import JanitorSettings
 from ltxpool.replica.layout import COMPACTION_LEVELS
 from ltxpool.replica.retention import RetentionPolicy
+from ltxpool.replica.roots import check_root
 
 __all__ = [
     "PoolConfig",
@@ -86,6 +90,7 @@ class PoolConfig:
     log_format: str = "text"
     log_level: str = "info"
     allow_network_fs: bool = False
+    tenant_owners: tuple[int, ...] = ()
     compaction: CompactionSettings = field(default_factory=CompactionSettings)
     poll_interval: float = 1.0
     #: How long a worker waits for a directory lock before it names the holder and backs off.
@@ -181,6 +186,18 @@ def _per_level(levels: tuple[int, ...], seconds: Callable[[str, Any], float]) ->
     return check
 
 
+def _user_list(key: str, value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
+        raise ConfigError("", key, None, f"must be a list of user names, not {value!r}")
+    uids = []
+    for name in value:
+        try:
+            uids.append(pwd.getpwnam(name).pw_uid)
+        except KeyError:
+            raise ConfigError("", key, None, f"no such user: {name!r}") from None
+    return tuple(uids)
+
+
 def _replica_list(base: str) -> Callable[[str, Any], tuple[str, ...]]:
     def check(key: str, value: Any) -> tuple[str, ...]:
         if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
@@ -212,6 +229,7 @@ def _parse(top: _Reader, base: str) -> PoolConfig:
     log_format = top.take("log_format", _choice(LOG_FORMATS), defaults.log_format)
     log_level = top.take("log_level", _choice(LOG_LEVELS), defaults.log_level)
     allow_network_fs = top.take("allow_network_fs", _boolean, defaults.allow_network_fs)
+    tenant_owners = top.take("tenant_owners", _user_list, defaults.tenant_owners)
 
     compaction = top.section("compaction")
     intervals = {**defaults.compaction.intervals,
@@ -259,6 +277,7 @@ def _parse(top: _Reader, base: str) -> PoolConfig:
         log_format=log_format,
         log_level=log_level,
         allow_network_fs=allow_network_fs,
+        tenant_owners=tenant_owners,
         compaction=CompactionSettings(intervals=intervals, snapshot_interval=snapshot_interval),
         poll_interval=poll_interval,
         lock_timeout=lock_timeout,
@@ -303,7 +322,7 @@ def with_overrides(config: PoolConfig, **flags: Any) -> PoolConfig:
 
 
 def check_replicas(config: PoolConfig, source: str = "<command line>") -> None:
-    """At least one replica, each an existing directory, none listed twice."""
+    """At least one replica, each an existing, safe directory (``check_root``), none listed twice."""
     if not config.replicas:
         raise ConfigError(source, "replicas", None,
                           "no replica: name them on the command line or as replicas = [...] in the config file")
@@ -311,6 +330,10 @@ def check_replicas(config: PoolConfig, source: str = "<command line>") -> None:
     for root in config.replicas:
         if not os.path.isdir(root):
             raise ConfigError(root, "replicas", errno.ENOENT, "no such directory")
+        try:
+            check_root(root, config.tenant_owners)
+        except UnsafeRootError as exc:
+            raise ConfigError(root, "replicas", None, exc.reason) from None
         real = os.path.realpath(root)
         if real in seen:
             raise ConfigError(root, "replicas", None, f"is the same directory as {seen[real]}")

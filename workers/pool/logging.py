@@ -15,6 +15,13 @@ logging's and closes the library queue (its feeder thread closes the reader too,
 Python 3.11), so records still queued would be lost. ``drain_logging`` closes the
 wrapper first, which waits until the queue is empty, and puts the plain handler back.
 
+One record is one line, whatever a message quotes: a tenant's file name may hold a
+newline (a forged record) or a terminal escape. Callers escape the names they log
+(``ltxpool.display.escape``); the formatters guarantee it for everything else by
+spelling out control characters in the message, and by prefixing every line of a
+traceback with ``TRACEBACK_PREFIX`` (its lines escaped too), so no line of it can
+pass for a record.
+
 The role is added by a filter on the handler (the wrapper shares its sub-handler's
 filter list), so it runs in the process that logs, where the role is known; the
 formatter runs in the supervisor's feeder thread. The pid is the record's own
@@ -38,6 +45,8 @@ from typing import TextIO
 
 import multiprocessing_logging
 
+from ltxpool.display import one_line
+
 __all__ = [
     "RoleFilter",
     "TextFormatter",
@@ -46,7 +55,11 @@ __all__ = [
     "setup_logging",
     "set_format",
     "drain_logging",
+    "TRACEBACK_PREFIX",
 ]
+
+#: Starts every line of a traceback in the text format: a record starts with its time.
+TRACEBACK_PREFIX = "  | "
 
 _role = "supervisor"
 
@@ -78,6 +91,10 @@ def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> 
     return record.exc_text
 
 
+def _traceback_lines(text: str) -> list[str]:
+    return [one_line(line) for line in text.split("\n")]
+
+
 def _utc(created: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
 
@@ -86,9 +103,12 @@ class TextFormatter(logging.Formatter):
     """``2025-01-31T12:00:00.123Z INFO worker-2[4711] message`` (and the traceback, if any)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_utc(record.created)} {record.levelname} {getattr(record, 'role', '?')}[{record.process}] {record.getMessage()}"
+        line = (f"{_utc(record.created)} {record.levelname} {getattr(record, 'role', '?')}[{record.process}] "
+                f"{one_line(record.getMessage())}")
         text = _exception_text(self, record)
-        return f"{line}\n{text}" if text else line
+        if not text:
+            return line
+        return "\n".join([line, *(TRACEBACK_PREFIX + traced for traced in _traceback_lines(text))])
 
 
 class JsonFormatter(logging.Formatter):
@@ -102,11 +122,13 @@ class JsonFormatter(logging.Formatter):
             "role": getattr(record, "role", "?"),
             "pid": record.process,
             "logger": record.name,
-            "message": record.getMessage(),
+            # json.dumps keeps it one line; one_line also spells out what it leaves raw
+            # for a terminal (DEL, C1 controls, U+2028).
+            "message": one_line(record.getMessage()),
         }
         text = _exception_text(self, record)
         if text:
-            entry["exception"] = text
+            entry["exception"] = "\n".join(_traceback_lines(text))
         return json.dumps(entry, ensure_ascii=False)
 
 

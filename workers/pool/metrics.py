@@ -10,22 +10,21 @@ time) over HTTP. Labels stay few on purpose: ``level`` and ``role`` are small se
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    start_http_server,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ltxpool.display import escape
 from ltxpool.pool.events import Busy, Compacted, CompactionFailed, Event, JanitorFailed, JanitorReported, JanitorRound
+from ltxpool.pool.metrics_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, MetricsServer, is_loopback
 from ltxpool.replica.compactor import CompactionResult
 from ltxpool.replica.janitor import JanitorReport
 from ltxpool.replica.status import StatusCollector
 
 __all__ = ["PoolMetrics"]
+
+log = logging.getLogger("ltxpool.metrics")
 
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 _WAITS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
@@ -99,7 +98,25 @@ class PoolMetrics:
         for waited in report.lock_waits:
             self.janitor_lock_wait.observe(waited)
 
-    def serve(self, port: int, address: str, roots: Callable[[], Sequence[str]], foreign_temp_age: float) -> None:
-        """Serve these counters and the replicas' status on ``http://address:port/metrics``."""
+    def serve(
+        self,
+        port: int,
+        address: str,
+        roots: Callable[[], Sequence[str]],
+        foreign_temp_age: float,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
+    ) -> MetricsServer:
+        """Serve these counters and the replicas' status on ``http://address:port/metrics``.
+
+        Warns once when the address reaches beyond this host: the metrics name every
+        replica path, and whoever can connect can read them.
+        """
         self.registry.register(StatusCollector(roots, foreign_temp_age))
-        start_http_server(port, address, registry=self.registry)
+        server = MetricsServer(self.registry, address, port, timeout=timeout, max_connections=max_connections)
+        server.start()
+        if not is_loopback(address):
+            log.warning("metrics server listens on %s:%d, beyond loopback: anyone who can reach it reads "
+                        "every replica's path and state", escape(address or "*"), server.port)
+        return server

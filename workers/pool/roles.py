@@ -31,6 +31,7 @@ import logging
 import time
 from collections.abc import Mapping
 
+from ltxpool.display import escape, one_line
 from ltxpool.errors import LtxpoolError
 from ltxpool.pool.child import ChildLink
 from ltxpool.pool.config import PoolConfig
@@ -39,6 +40,7 @@ from ltxpool.pool.schedule import ReplicaSchedule
 from ltxpool.replica.compactor import compaction_pass
 from ltxpool.replica.janitor import JanitorReport, janitor_pass
 from ltxpool.replica.layout import Replica
+from ltxpool.replica.problem_summary import SkipLog
 
 __all__ = ["worker_main", "janitor_main"]
 
@@ -66,14 +68,14 @@ def worker_main(link: ChildLink, index: int, config: PoolConfig, held_off: Mappi
         position, due_at = due
         replica = replicas[position]
         lag = max(now - due_at, 0.0)
-        log.debug("%s: compaction pass, %.3f s after it was due", replica.root, lag)
+        log.debug("%s: compaction pass, %.3f s after it was due", escape(replica.root), lag)
         link.busy(f"compacting {replica.root}", lag, replica.root)
         try:
             results = compaction_pass(replica, config.compaction, now, pool=link.parent,
                                       lock_timeout=config.lock_timeout)
         except (LtxpoolError, OSError) as exc:
             delay = schedule.failed(position, time.time())
-            log.error("%s: compaction failed: %s (retry in %.0f s)", replica.root, exc, delay)
+            log.error("%s: compaction failed: %s (retry in %.0f s)", escape(replica.root), one_line(str(exc)), delay)
             link.send(CompactionFailed(replica.root, exc))
             continue
         for result in results:
@@ -81,15 +83,19 @@ def worker_main(link: ChildLink, index: int, config: PoolConfig, held_off: Mappi
         schedule.finished(position, time.time(), progressed=bool(results))
 
 
-def _log_report(report: JanitorReport, known_problems: set[str]) -> None:
-    """One line when the round changed something; each problem once, when first seen."""
+def _log_report(report: JanitorReport, known_problems: set[str], skips: SkipLog) -> None:
+    """One line when the round changed something; each problem once, when first seen;
+    skipped names summarised per directory and rate-limited by ``skips``."""
+    root = escape(report.replica)
     if report.orphans_removed or report.retention_removed or report.quarantined or report.busy_dirs:
         log.info("%s: janitor removed %d orphaned temp files and %d files past retention, quarantined %d, "
-                 "skipped %d busy directories", report.replica, report.orphans_removed, report.retention_removed,
+                 "skipped %d busy directories", root, report.orphans_removed, report.retention_removed,
                  report.quarantined, report.busy_dirs)
+    for line in skips.due(report.skipped):
+        log.warning("%s: %s", root, line)
     for problem in report.problems:
         if problem not in known_problems:
-            log.warning("%s: %s", report.replica, problem)
+            log.warning("%s: %s", root, one_line(problem))
     known_problems.clear()
     known_problems.update(report.problems)
 
@@ -125,6 +131,7 @@ def janitor_main(link: ChildLink, config: PoolConfig, held_off: Mapping[str, flo
     not_before = {root: started + seconds for root, seconds in held_off.items()}
     verified = _Verified()
     problems: dict[str, set[str]] = {replica.root: set() for replica in replicas}
+    skips = {replica.root: SkipLog() for replica in replicas}
     while not link.stopping:
         started = time.monotonic()
         done = 0
@@ -138,10 +145,10 @@ def janitor_main(link: ChildLink, config: PoolConfig, held_off: Mapping[str, flo
                 report = janitor_pass(replica, config.janitor, time.time(), verified.of(replica))
                 verified.prune_if_grown(replica)
             except (LtxpoolError, OSError) as exc:
-                log.error("%s: janitor round failed: %s", replica.root, exc)
+                log.error("%s: janitor round failed: %s", escape(replica.root), one_line(str(exc)))
                 link.send(JanitorFailed(replica.root, exc))
                 continue
-            _log_report(report, problems[replica.root])
+            _log_report(report, problems[replica.root], skips[replica.root])
             if report.orphans_removed or report.retention_removed or report.quarantined or report.busy_dirs \
                     or report.lock_waits:
                 link.send(JanitorReported(report))

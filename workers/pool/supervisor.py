@@ -55,8 +55,8 @@ from collections.abc import Callable
 from multiprocessing.connection import wait
 from types import FrameType
 
+from ltxpool.display import escape
 from ltxpool.errors import LtxpoolError
-from ltxpool.locks.dirlock import DirLock
 from ltxpool.pool.child import ChildProcess
 from ltxpool.pool.config import PoolConfig
 from ltxpool.pool.errors import CrashLoop
@@ -66,6 +66,7 @@ from ltxpool.pool.metrics import PoolMetrics
 from ltxpool.pool.roles import janitor_main, worker_main
 from ltxpool.pool.schedule import ReplicaHolds
 from ltxpool.pool.watcher import Watcher
+from ltxpool.replica.directory import dir_lock
 from ltxpool.replica.janitor import sweep_temp_files
 from ltxpool.replica.layout import Replica
 
@@ -276,11 +277,11 @@ def remove_orphans(config: PoolConfig) -> int:
         replica = Replica(root)
         for _level, directory in replica.safe_level_dirs():
             try:
-                with DirLock(directory) as lock:
+                with directory, dir_lock(directory) as lock:
                     swept = sweep_temp_files(directory, lock, foreign_age=config.janitor.foreign_temp_age,
                                              timeout=config.janitor.cleaning_timeout)
             except LtxpoolError as exc:
-                log.error("%s: could not remove temp files: %s", directory, exc)
+                log.error("%s: could not remove temp files: %s", escape(directory.path), exc)
                 continue
             removed += len(swept.removed)
     return removed

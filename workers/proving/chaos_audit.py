@@ -83,6 +83,7 @@ def _check_orphans(replica: Replica, result: AuditResult) -> None:
         result.problems.append(f"temp files not named by ltxpool: {foreign[:3]}")
     report = janitor_pass(replica, JanitorSettings(), time.time())
     result.problems.extend(f"janitor: {problem}" for problem in report.problems)
+    result.problems.extend(f"janitor: {group.line()}" for group in report.skipped)
     left = _temp_files(replica)
     if left:
         result.problems.append(f"{len(left)} temp files left after one janitor round: {left[:3]}")

@@ -27,6 +27,7 @@ from typing import Any
 
 from ltxpool.locks.dirlock import DirLock
 from ltxpool.replica.atomic import write_atomic
+from ltxpool.replica.directory import Directory
 from ltxpool.replica.errors import AtomicWriteError
 from ltxpool.replica.janitor import sweep_temp_files
 
@@ -112,11 +113,12 @@ def _writer(index: int, config: StressConfig, results: Any) -> None:
 
 def _cleaner(config: StressConfig, stop: Any, results: Any) -> None:
     lock = DirLock(config.directory) if config.locked else None
+    directory = Directory.open(config.directory)
     sweeps = busy = removed = 0
     waits: list[float] = []
     try:
         while not stop.is_set():
-            result = sweep_temp_files(config.directory, lock)
+            result = sweep_temp_files(directory, lock)
             sweeps += 1
             busy += result.busy
             removed += len(result.removed)

@@ -20,16 +20,17 @@ from __future__ import annotations
 import errno
 import logging
 import math
-import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ltxpool.display import escape
 from ltxpool.errors import LtxpoolError
-from ltxpool.locks.claim import Claim
-from ltxpool.locks.dirlock import DEFAULT_TIMEOUT, DirLock
+from ltxpool.locks.dirlock import DEFAULT_TIMEOUT
 from ltxpool.replica.atomic import AtomicWriter
-from ltxpool.replica.layout import COMPACTION_LEVELS, SNAPSHOT_LEVEL, Listing, Replica
+from ltxpool.replica.chain_check import checked_inputs
+from ltxpool.replica.directory import claim_in, dir_lock
+from ltxpool.replica.layout import COMPACTION_LEVELS, SNAPSHOT_LEVEL, Listing, LtxFile, Replica
 from ltxpool.replica.merge import merge_files
 from ltxpool.replica.plan import Plan, plan_compaction, plan_restore
 
@@ -78,37 +79,55 @@ def _last_compaction(listings: Mapping[int, Listing], level: int) -> float:
     return max((f.mtime for f in listings[level].files), default=-math.inf)
 
 
+def output_access(inputs: Sequence[LtxFile]) -> tuple[int, tuple[int, int] | None]:
+    """The mode and owner a merge of ``inputs`` takes: no wider than any input, the newest's owner.
+
+    A compaction never makes a replica more readable than replicate made it (which
+    follows the source database's mode).
+    """
+    mode = 0o666
+    for f in inputs:
+        mode &= f.mode
+    return mode, inputs[-1].owner
+
+
 def compact_level(replica: Replica, level: int, *, pool: int | None = None,
                   lock_timeout: float = DEFAULT_TIMEOUT) -> CompactionResult | None:
     """Compact ``level`` now if this process can claim it and there is work; else None.
 
+    The level directory is opened once; the claim, the lock and the write all go
+    through that descriptor, so a swap of its path during a wait changes nothing.
     ``pool``: the supervisor whose workers may hold the claim (then: None, taken);
     any other holder raises ``ClaimHeld`` naming it. ``lock_timeout``: the longest
     the write waits for the directory lock (then ``LockTimeout`` naming the holder).
     """
-    directory = replica.ensure_level_dir(level, parents=False)
-    with Claim(directory, pool=pool) as claim, claim.held() as mine:
+    directory = replica.level_directory(level, create=True, parents=False)
+    if directory is None:
+        return None
+    with directory, claim_in(directory, pool=pool) as claim, claim.held() as mine:
         if not mine:
             return None
-        plan = plan_for(replica.list_all(), level)
+        plan = checked_inputs(plan_for(replica.list_all(), level))
         for problem in plan.problems:
-            log.warning("%s: level %d: %s", replica.root, level, problem)
+            log.warning("%s: level %d: %s", escape(replica.root), level, escape(problem))
         if not plan.inputs:
             return None
         started = time.monotonic()
         path = replica.path_of(level, plan.min_txid, plan.max_txid)
+        mode, owner = output_access(plan.inputs)
         try:
-            with DirLock(directory, timeout=lock_timeout) as lock, AtomicWriter(path, lock) as writer:
-                result = merge_files([f.path for f in plan.inputs], writer)
-                timestamp = result.header.timestamp / 1000
-                os.utime(writer.temp_path, (timestamp, timestamp))
+            with dir_lock(directory, timeout=lock_timeout) as lock, AtomicWriter(
+                path, lock, directory=directory, mode=mode, owner=owner
+            ) as writer:
+                result = merge_files(plan.inputs, writer)
+                writer.set_times(result.header.timestamp / 1000)
                 writer.commit()
         except LtxpoolError as exc:
             if exc.step != "open" or exc.errno != errno.ENOENT:
                 raise
             # Retention (or an operator) removed an input after we planned: the next
             # round plans again from what is there.
-            log.info("%s: level %d: input %s vanished; will re-plan", replica.root, level, exc.path)
+            log.info("%s: level %d: input %s vanished; will re-plan", escape(replica.root), level, escape(exc.path))
             return None
     compaction = CompactionResult(
         replica.root, level, len(plan.inputs), plan.min_txid, plan.max_txid,
@@ -116,7 +135,7 @@ def compact_level(replica: Replica, level: int, *, pool: int | None = None,
     )
     log.info(
         "%s: compacted %d files into level %d: TXID %d-%d, %d bytes in %.3f s",
-        replica.root, compaction.inputs, level, compaction.min_txid, compaction.max_txid,
+        escape(replica.root), compaction.inputs, level, compaction.min_txid, compaction.max_txid,
         compaction.bytes_written, compaction.seconds,
     )
     return compaction

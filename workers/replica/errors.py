@@ -10,12 +10,14 @@ from ltxpool.errors import LtxpoolError
 __all__ = [
     "AtomicWriteError",
     "BrokenChainError",
+    "DirectoryError",
     "IntegrityCheckError",
     "JanitorError",
     "LevelDirectoryError",
     "OutputExistsError",
     "QuarantineError",
     "RestorePlanError",
+    "UnsafeRootError",
 ]
 
 
@@ -23,7 +25,11 @@ class AtomicWriteError(LtxpoolError):
     """A step of the atomic writer failed; the temp file is gone and the final name untouched."""
 
 
-class LevelDirectoryError(LtxpoolError):
+class DirectoryError(LtxpoolError):
+    """A directory inside a replica could not be opened (a symlink is refused), created or used."""
+
+
+class LevelDirectoryError(DirectoryError):
     """A level directory could not be created, opened (a symlink is refused) or listed."""
 
 
@@ -50,3 +56,7 @@ class OutputExistsError(LtxpoolError):
 class IntegrityCheckError(LtxpoolError):
     """The restored database failed SQLite's ``PRAGMA integrity_check``."""
 
+
+
+class UnsafeRootError(LtxpoolError):
+    """A replica root is refused at start: a system folder, writable by others, owned by someone unexpected."""

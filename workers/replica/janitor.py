@@ -13,7 +13,10 @@ Without a lock (``lock=None``, the ``--no-lock`` control of ``ltxpool stress``) 
 sweep deletes every ``*.tmp`` at once, exactly as the cleanup in Litestream #670 did.
 
 Nothing is followed: entries are examined with lstat and a symlink is unlinked as a
-link, never through it.
+link, never through it. Each level is listed once per round, and the directory
+listed is the one swept, locked, quarantined from and pruned, through its open
+descriptor: a tenant who swaps a folder of its replica for a symlink while the
+janitor waits for a lock only moves its own folder (``ltxpool.replica.directory``).
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from ltxpool.locks.errors import LockTimeout
 from ltxpool.ltx import verify_file
 from ltxpool.ltx.errors import CorruptLTXError
 from ltxpool.replica.atomic import is_ltxpool_temp
-from ltxpool.replica.errors import JanitorError
-from ltxpool.replica.layout import Replica
+from ltxpool.replica.directory import Directory, dir_lock
+from ltxpool.replica.errors import DirectoryError, JanitorError
+from ltxpool.replica.layout import Listing, Replica
+from ltxpool.replica.problem_summary import SkippedNames, group_skipped
 from ltxpool.replica.quarantine import quarantine
 from ltxpool.replica.retention import RetentionPolicy, plan_retention
 
@@ -64,13 +69,13 @@ class SweepResult:
     waited: float = 0.0
 
 
-def _find_temp_files(directory: str, foreign_age: float) -> list[os.DirEntry[str]]:
+def _find_temp_files(directory: Directory, foreign_age: float) -> list[os.DirEntry[str]]:
     """ltxpool temp files, and other tools' ``*.tmp`` older than ``foreign_age`` seconds."""
     now = time.time()
     try:
-        entries = list(os.scandir(directory))
-    except OSError as exc:
-        raise JanitorError.from_oserror(directory, "list directory", exc) from exc
+        entries = directory.scandir()
+    except DirectoryError as exc:
+        raise JanitorError(exc.path, "list directory", exc.errno, exc.reason) from exc
     found = []
     for entry in entries:
         if not entry.name.endswith(".tmp"):
@@ -85,19 +90,19 @@ def _find_temp_files(directory: str, foreign_age: float) -> list[os.DirEntry[str
     return found
 
 
-def _remove(entries: list[os.DirEntry[str]], result: SweepResult) -> None:
+def _remove(directory: Directory, entries: list[os.DirEntry[str]], result: SweepResult) -> None:
     for entry in entries:
         try:
-            os.unlink(entry.path)
+            directory.unlink(entry.name)
         except FileNotFoundError:
             continue
         except OSError as exc:
-            raise JanitorError.from_oserror(entry.path, "unlink temp file", exc) from exc
+            raise JanitorError.from_oserror(directory.display(entry.name), "unlink temp file", exc) from exc
         result.removed.append(entry.name)
 
 
 def sweep_temp_files(
-    directory: str | os.PathLike[str],
+    directory: Directory,
     lock: DirLock | None,
     *,
     foreign_age: float = DEFAULT_FOREIGN_TEMP_AGE,
@@ -109,18 +114,18 @@ def sweep_temp_files(
     a temp file seen then is, once every writer is excluded, either gone (its write
     finished) or an orphan. Most sweeps find nothing and never make a writer wait.
     """
-    result = SweepResult(os.fspath(directory))
+    result = SweepResult(directory.path)
     if lock is None:
-        _remove(_find_temp_files(result.directory, 0.0), result)
+        _remove(directory, _find_temp_files(directory, 0.0), result)
         return result
-    candidates = _find_temp_files(result.directory, foreign_age)
+    candidates = _find_temp_files(directory, foreign_age)
     if not candidates:
         return result
     try:
         with lock.cleaning(timeout) as waited:
             result.locked = True
             result.waited = waited
-            _remove(candidates, result)
+            _remove(directory, candidates, result)
     except LockTimeout as exc:
         result.busy = True
         result.waited = exc.waited
@@ -145,23 +150,28 @@ class JanitorReport:
     busy_dirs: int = 0
     lock_waits: list[float] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Names the listings skipped, per directory and reason: logged summarised (problem_summary).
+    skipped: list[SkippedNames] = field(default_factory=list)
 
 
-def _quarantine_corrupt(replica: Replica, locks: dict[int, DirLock], verified: set[tuple[str, int, float]],
-                        report: JanitorReport) -> None:
+def _quarantine_corrupt(replica: Replica, listings: dict[int, Listing], locks: dict[int, DirLock],
+                        verified: set[tuple[str, int, float]], report: JanitorReport) -> None:
     """Verify each LTX file not verified before (by path, size, mtime); quarantine the corrupt."""
-    for level, listing in replica.list_all().items():
-        report.problems.extend(f"{path}: {reason}" for path, reason in listing.skipped)
-        for f in listing.files:
+    for level, listing in listings.items():
+        report.skipped.extend(group_skipped(listing.skipped))
+        for f in list(listing.files):
             key = (f.path, f.size, f.mtime)
             if key in verified:
                 continue
             try:
-                verify_file(f.path)
+                verify_file(f.path, dir_fd=listing.directory.fd if listing.directory else None)
             except FileNotFoundError:
                 continue
             except CorruptLTXError as exc:
                 moved = quarantine(replica, f, str(exc), locks[level])
+                # Retention plans from these listings next: a file gone to quarantine
+                # must not count as covering anything.
+                listing.files.remove(f)
                 report.quarantined += 1
                 report.problems.append(f"quarantined {f.path} -> {moved}: {exc.reason}")
                 continue
@@ -171,12 +181,13 @@ def _quarantine_corrupt(replica: Replica, locks: dict[int, DirLock], verified: s
             verified.add(key)
 
 
-def _apply_retention(replica: Replica, settings: JanitorSettings, now: float, locks: dict[int, DirLock],
-                     report: JanitorReport) -> None:
-    for f in plan_retention(replica.list_all(), settings.retention, now):
+def _apply_retention(listings: dict[int, Listing], settings: JanitorSettings, now: float,
+                     locks: dict[int, DirLock], report: JanitorReport) -> None:
+    for f in plan_retention(listings, settings.retention, now):
+        assert f.directory is not None, "retention removes listed files only"
         try:
             with locks[f.level].cleaning(settings.cleaning_timeout):
-                os.unlink(f.path)
+                f.directory.unlink(f.name)
         except FileNotFoundError:
             continue
         except LockTimeout:
@@ -195,24 +206,31 @@ def janitor_pass(
 ) -> JanitorReport:
     """One janitor round over ``replica``: orphans, then quarantine, then retention.
 
-    ``verified`` remembers files already verified across rounds (pass the same set
-    each round); without it every file is verified every round.
+    Each level is listed once; that listing's open directory is the one swept, locked
+    and changed. ``verified`` remembers files already verified across rounds (pass
+    the same set each round); without it every file is verified every round.
     """
     report = JanitorReport(replica.root)
     verified = set() if verified is None else verified
+    listings = replica.list_all()
     locks: dict[int, DirLock] = {}
     try:
-        for level, directory in replica.safe_level_dirs():
-            locks[level] = DirLock(directory)
-            swept = sweep_temp_files(directory, locks[level], foreign_age=settings.foreign_temp_age,
+        for level, listing in listings.items():
+            if listing.directory is None:
+                continue
+            locks[level] = dir_lock(listing.directory)
+            swept = sweep_temp_files(listing.directory, locks[level], foreign_age=settings.foreign_temp_age,
                                      timeout=settings.cleaning_timeout)
             report.orphans_removed += len(swept.removed)
             report.busy_dirs += swept.busy
             if swept.locked or swept.busy:
                 report.lock_waits.append(swept.waited)
-        _quarantine_corrupt(replica, locks, verified, report)
-        _apply_retention(replica, settings, now, locks, report)
+        _quarantine_corrupt(replica, listings, locks, verified, report)
+        _apply_retention(listings, settings, now, locks, report)
     finally:
         for lock in locks.values():
             lock.close()
+        for listing in listings.values():
+            if listing.directory is not None:
+                listing.directory.close()
     return report

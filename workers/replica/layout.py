@@ -8,17 +8,27 @@ corrupt; ``<root>/.ltxpool-replicate/`` is replicate's state
 not parse are skipped and reported, never fatal; unlike it, nothing here follows a symlink: a symlink where
 ``ltx/``, a level directory or an LTX file belongs is reported and left alone, so nothing
 outside the replica is ever read or written through it.
+
+Listing opens the level directory as a :class:`~ltxpool.replica.directory.Directory`
+(reached from the root one component at a time, no links) and every :class:`LtxFile`
+carries it: reading, quarantining or deleting a listed file goes relative to the very
+directory it was listed from, however long ago and whatever its path leads to now.
+An entry with a second hard link is skipped like a symlink (``trusted_file``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ltxpool.ltx import parse_filename
-from ltxpool.replica.errors import LevelDirectoryError
+from ltxpool.ltx import Decoder, open_ltx, parse_filename
+from ltxpool.replica.access import PRIVATE, FileAccess
+from ltxpool.replica.directory import Directory, trusted_file
+from ltxpool.replica.errors import DirectoryError, LevelDirectoryError
 
 __all__ = [
     "COMPACTION_LEVELS",
@@ -29,6 +39,8 @@ __all__ = [
     "LtxFile",
     "Listing",
     "Replica",
+    "QUARANTINE_DIR",
+    "open_ltx_file",
     "format_name",
     "parse_name",
 ]
@@ -40,6 +52,7 @@ LEVELS = (0, *COMPACTION_LEVELS, SNAPSHOT_LEVEL)
 STATE_DIR = ".ltxpool-replicate"
 #: In it, while a continuous replicate cannot step: why, since when, its pid.
 PROBLEM_NAME = "problem.json"
+QUARANTINE_DIR = "quarantine"
 
 
 def format_name(min_txid: int, max_txid: int) -> str:
@@ -58,15 +71,6 @@ def parse_name(name: str) -> tuple[int, int] | None:
     return txids
 
 
-def _make_dir(directory: str) -> None:
-    """mkdir that is content to find the directory already there (another worker made it)."""
-    try:
-        os.mkdir(directory)
-    except FileExistsError:
-        if not os.path.isdir(directory):
-            raise
-
-
 @dataclass(frozen=True, order=True)
 class LtxFile:
     """One LTX file of a replica, as its name and lstat tell it (contents unread)."""
@@ -77,10 +81,23 @@ class LtxFile:
     path: str = field(compare=False)
     size: int = field(compare=False, default=0)
     mtime: float = field(compare=False, default=0.0)
+    #: The open level directory it was listed from; None for files described, not listed.
+    directory: Directory | None = field(compare=False, default=None, repr=False)
+    #: Permission bits and (uid, gid) as listed: what a file made from it may take.
+    mode: int = field(compare=False, default=0o600, repr=False)
+    owner: tuple[int, int] | None = field(compare=False, default=None, repr=False)
 
     @property
     def name(self) -> str:
         return os.path.basename(self.path)
+
+
+@contextlib.contextmanager
+def open_ltx_file(f: LtxFile, *, verify_index: bool = False) -> Iterator[Decoder]:
+    """Open a listed file relative to the directory it was listed from (by path if not listed)."""
+    with open_ltx(f.path, dir_fd=None if f.directory is None else f.directory.fd,
+                  verify_index=verify_index) as decoder:
+        yield decoder
 
 
 @dataclass
@@ -90,6 +107,8 @@ class Listing:
     level: int
     files: list[LtxFile] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: The level directory as listed (None: it does not exist or was refused).
+    directory: Directory | None = field(default=None, repr=False)
 
 
 class Replica:
@@ -119,75 +138,119 @@ class Replica:
     def path_of(self, level: int, min_txid: int, max_txid: int) -> str:
         return os.path.join(self.level_dir(level), format_name(min_txid, max_txid))
 
-    def symlink_on_path(self, level: int) -> str | None:
-        """``ltx/`` or the level directory if it is a symlink (never followed), else None.
+    def ensure_root(self, access: FileAccess) -> None:
+        """Create the root if it is missing, with ``access``'s folder mode and owner.
 
-        Either one would lead every read, write and delete of the level outside the replica.
+        Only the root itself is made with that mode: the folders above it are the
+        operator's (made as ``mkdir -p`` would).
         """
-        for path in (self.ltx_dir, self.level_dir(level)):
-            if os.path.islink(path):
-                return path
-        return None
+        parent = os.path.dirname(os.path.abspath(self.root))
+        try:
+            os.makedirs(parent, exist_ok=True)
+            os.mkdir(self.root, access.dir_mode)
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise DirectoryError.from_oserror(self.root, "create replica root", exc) from exc
+        if access.owner is not None and os.geteuid() == 0:
+            with self.open_root() as root:
+                try:
+                    os.fchown(root.fd, *access.owner)
+                except OSError as exc:
+                    raise DirectoryError.from_oserror(self.root, "chown replica root", exc) from exc
 
-    def safe_level_dirs(self) -> Iterator[tuple[int, str]]:
-        """``(level, directory)`` of each level directory that exists and is reached without a symlink.
+    def open_root(self) -> Directory:
+        """The replica root, opened without following a link in its last component."""
+        return Directory.open(self.root)
 
-        The directories a sweep may enter. Lazy on purpose: each level is checked just
-        before the caller enters it, not before the caller's waits on earlier levels.
-        """
-        for level in LEVELS:
-            directory = self.level_dir(level)
-            if os.path.isdir(directory) and not self.symlink_on_path(level):
-                yield level, directory
+    def _ltx(self, *, create: bool) -> Directory | None:
+        if create:
+            self.ensure_root(PRIVATE)
+        with self.open_root() as root:
+            return root.child("ltx", create=True) if create else root.optional_child("ltx")
 
-    def ensure_level_dir(self, level: int, *, parents: bool = True) -> str:
-        """Create the level directory if needed; refuse one reached through a symlink.
+    def level_directory(self, level: int, *, create: bool = False, parents: bool = True) -> Directory | None:
+        """The open level directory (created, with ``ltx/``, if asked); None if it does not exist.
 
         ``parents=False`` creates only the level directory itself: a compactor must not
-        bring back a replica that was removed while it ran.
+        bring back a replica that was removed while it ran. A root made here is private
+        (0700); replicate makes it first, following the database. A symlink anywhere from the
+        root down is refused with a :class:`LevelDirectoryError`, never followed.
         """
-        directory = self.level_dir(level)
-        if self.symlink_on_path(level) is None:
+        try:
+            ltx = self._ltx(create=create and parents)
+            if ltx is None:
+                return None
+            with ltx:
+                return ltx.child(str(level), create=True) if create else ltx.optional_child(str(level))
+        except LevelDirectoryError:
+            raise
+        except DirectoryError as exc:
+            raise LevelDirectoryError(exc.path, exc.step, exc.errno, exc.reason) from exc
+
+    def subdirectory(self, name: str, *, create: bool = False) -> Directory | None:
+        """An open directory directly under the root (quarantine, state), never through a link."""
+        with self.open_root() as root:
+            return root.child(name, create=True) if create else root.optional_child(name)
+
+    def safe_level_dirs(self) -> Iterator[tuple[int, Directory]]:
+        """``(level, directory)`` of each level directory that exists and is reached without a symlink.
+
+        The directories a sweep may enter. Lazy on purpose: each level is opened just
+        before the caller enters it, not before the caller's waits on earlier levels.
+        A level refused (a symlink) is skipped: :meth:`list_level` reports it.
+        """
+        for level in LEVELS:
             try:
-                if parents:
-                    os.makedirs(directory, exist_ok=True)
-                else:
-                    _make_dir(directory)
-            except OSError as exc:
-                raise LevelDirectoryError.from_oserror(directory, "create level directory", exc) from exc
-        link = self.symlink_on_path(level)
-        if link is not None:
-            raise LevelDirectoryError(link, "open level directory", None, "is a symlink; refusing to follow it")
-        return directory
+                directory = self.level_directory(level)
+            except LevelDirectoryError:
+                continue
+            if directory is not None:
+                yield level, directory
+
+    def ensure_level_dir(self, level: int) -> str:
+        """Create the level directory if needed (refusing a symlink on the way); its path."""
+        directory = self.level_directory(level, create=True)
+        assert directory is not None
+        directory.close()
+        return self.level_dir(level)
 
     def list_level(self, level: int) -> Listing:
         """The level's LTX files by TXID; a missing level directory is an empty level."""
         listing = Listing(level)
-        directory = self.level_dir(level)
         try:
-            if (link := self.symlink_on_path(level)) is not None:
-                listing.skipped.append((link, "level directory is a symlink; not followed"))
+            directory = self.level_directory(level)
+        except LevelDirectoryError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                listing.skipped.append((exc.path, f"level directory {exc.reason}; not followed"))
                 return listing
-            entries = list(os.scandir(directory))
-        except FileNotFoundError:
+            if exc.errno == errno.ENOENT:  # the root itself went away
+                return listing
+            raise
+        if directory is None:
             return listing
-        except OSError as exc:
-            raise LevelDirectoryError.from_oserror(directory, "list level directory", exc) from exc
+        listing.directory = directory
+        try:
+            entries = directory.scandir()
+        except DirectoryError as exc:
+            raise LevelDirectoryError(exc.path, "list level directory", exc.errno, exc.reason) from exc
         for entry in entries:
             if entry.name.startswith(".") or entry.name.endswith(".tmp"):
                 continue
+            path = directory.display(entry.name)
             txids = parse_name(entry.name)
             if txids is None:
-                listing.skipped.append((entry.path, "name is not <min>-<max>.ltx"))
+                listing.skipped.append((path, "name is not <min>-<max>.ltx"))
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            if not stat.S_ISREG(st.st_mode):
-                listing.skipped.append((entry.path, "not a regular file (symlinks are not followed)"))
+            if (untrusted := trusted_file(st)) is not None:
+                listing.skipped.append((path, untrusted))
                 continue
-            listing.files.append(LtxFile(level, *txids, entry.path, st.st_size, st.st_mtime))
+            listing.files.append(LtxFile(level, *txids, path, st.st_size, st.st_mtime, directory,
+                                         stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)))
         listing.files.sort()
         return listing
 

@@ -30,10 +30,11 @@ from ltxpool.ltx import (
     Frame,
     Header,
     Trailer,
-    open_ltx,
+    name_problem,
 )
 from ltxpool.ltx.encoder import Sink
 from ltxpool.ltx.errors import CorruptLTXError
+from ltxpool.replica.layout import LtxFile, open_ltx_file
 
 _Item = TypeVar("_Item", bound=tuple[Any, ...])
 
@@ -97,6 +98,15 @@ def merge_pages(decoders: Sequence[Decoder], commit: int) -> Iterator[tuple[int,
 
 
 def check_chain(decoders: Sequence[Decoder]) -> None:
+    """Refuse inputs that do not form one chain, or whose names their headers contradict.
+
+    The output is named from the inputs' names, so a misnamed input would make a new
+    file whose name lies too.
+    """
+    for decoder in decoders:
+        mismatch = name_problem(decoder.path, decoder.header)
+        if mismatch is not None:
+            raise CorruptLTXError(decoder.path, 16, mismatch)
     for before, after in pairwise(decoders):
         if after.header.page_size != before.header.page_size:
             raise CorruptLTXError(
@@ -109,17 +119,20 @@ def check_chain(decoders: Sequence[Decoder]) -> None:
             )
 
 
-def open_chain(stack: ExitStack, paths: Sequence[str]) -> tuple[list[Decoder], Header]:
-    """Open the decoders of a contiguous chain (closed with ``stack``), check it, merge the headers."""
-    decoders = [stack.enter_context(open_ltx(path)) for path in paths]
+def open_chain(stack: ExitStack, files: Sequence[LtxFile]) -> tuple[list[Decoder], Header]:
+    """Open the decoders of a contiguous chain (closed with ``stack``), check it, merge the headers.
+
+    Each file is opened relative to the directory it was listed from.
+    """
+    decoders = [stack.enter_context(open_ltx_file(f)) for f in files]
     check_chain(decoders)
     return decoders, merged_header([d.header for d in decoders])
 
 
-def merge_files(paths: Sequence[str], sink: Sink) -> MergeResult:
-    """Merge the LTX files at ``paths`` (a contiguous chain, oldest first) into ``sink``."""
+def merge_files(files: Sequence[LtxFile], sink: Sink) -> MergeResult:
+    """Merge the listed LTX ``files`` (a contiguous chain, oldest first) into ``sink``."""
     with ExitStack() as stack:
-        decoders, header = open_chain(stack, paths)
+        decoders, header = open_chain(stack, files)
         encoder = Encoder(sink, header)
         pages = 0
         try:
@@ -133,4 +146,4 @@ def merge_files(paths: Sequence[str], sink: Sink) -> MergeResult:
         except ValueError as exc:
             # The encoder refuses what the inputs cannot make: a snapshot with a hole,
             # a post-apply checksum that the merged pages do not give.
-            raise CorruptLTXError(paths[-1], 0, f"inputs do not merge into a valid file: {exc}") from exc
+            raise CorruptLTXError(files[-1].path, 0, f"inputs do not merge into a valid file: {exc}") from exc

@@ -33,6 +33,8 @@ class Plan:
 
     inputs: list[LtxFile] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # A restore plan that stops short of the TXID asked for: why (the gap). None: it reaches it.
+    unreachable: str | None = None
 
     @property
     def min_txid(self) -> int:
@@ -98,12 +100,15 @@ def plan_compaction(listings: Mapping[int, Listing], level: int, max_inputs: int
     return plan
 
 
-def _shortest_chains(listings: Mapping[int, Listing], txid: int | None) -> dict[int, list[LtxFile]]:
-    """For every TXID reachable from an empty database, the shortest chain reaching it.
+def _shortest_chains(listings: Mapping[int, Listing], txid: int | None) -> dict[int, LtxFile | None]:
+    """For every TXID reachable from an empty database, the last file of its shortest chain.
 
     Each file is an edge from TXID ``min - 1`` to ``max`` (a snapshot, or any file
     starting at TXID 1, leaves from 0). Breadth-first, trying higher levels and longer
     files first, so a chain uses the snapshot and the highest levels where they fit.
+    Only the edge that first reached each TXID is kept (a parent pointer, ``None`` for
+    the empty database): copying each chain was quadratic in the files of a replica,
+    which a tenant chooses (25,000 level-0 files took gigabytes).
     """
     leaving: dict[int, list[LtxFile]] = {}
     for listing in listings.values():
@@ -112,40 +117,84 @@ def _shortest_chains(listings: Mapping[int, Listing], txid: int | None) -> dict[
                 leaving.setdefault(f.min_txid - 1, []).append(f)
     for edges in leaving.values():
         edges.sort(key=lambda f: (f.level, f.max_txid), reverse=True)
-    chains: dict[int, list[LtxFile]] = {0: []}
+    reached: dict[int, LtxFile | None] = {0: None}
     frontier = [0]
     while frontier:
         following = []
         for position in frontier:
-            for f in leaving.get(position, []):
-                if f.max_txid not in chains:
-                    chains[f.max_txid] = chains[position] + [f]
+            for f in leaving.get(position, ()):
+                if f.max_txid not in reached:
+                    reached[f.max_txid] = f
                     following.append(f.max_txid)
         frontier = following
-    return chains
+    return reached
 
 
-def plan_restore(listings: Mapping[int, Listing], txid: int | None = None) -> Plan:
-    """The chain that rebuilds the database at ``txid`` (default: the latest reachable).
+def _chain_to(reached: Mapping[int, LtxFile | None], txid: int) -> list[LtxFile]:
+    """The chain ending at ``txid``, oldest first, walked back along the parent pointers."""
+    chain = []
+    f = reached[txid]
+    while f is not None:
+        chain.append(f)
+        f = reached[f.min_txid - 1]
+    chain.reverse()
+    return chain
+
+
+def _where(f: LtxFile) -> str:
+    return f"{f.level}/{f.name}"
+
+
+def _unreachable(listings: Mapping[int, Listing], reached: Mapping[int, LtxFile | None], target: int) -> str:
+    """Why ``target`` is not reachable: the missing TXIDs and the files on either side.
+
+    ``reached`` holds only files ending at or below the target; the missing range
+    runs from just after the end of the longest chain to the first file that starts
+    beyond it (the chain could not continue there).
+    """
+    end = max(reached)
+    files = [f for listing in listings.values() for f in listing.files]
+    latest = max(files, key=lambda f: (f.max_txid, -f.level))
+    last = reached[end]
+    assert last is not None, "the caller refuses a replica that reaches no TXID"
+    if target > latest.max_txid and end == latest.max_txid:
+        return f"TXID {target} is beyond the latest TXID {end} ({_where(latest)})"
+    after = [f for f in files if f.min_txid > end + 1]
+    if after:
+        following = min(after, key=lambda f: (f.min_txid, -f.level))
+        missing = f"TXIDs {end + 1}-{following.min_txid - 1} are in no file, between {_where(last)} and {_where(following)}"
+    else:
+        missing = f"no file starts at TXID {end + 1} after {_where(last)}"
+    beyond = f"; TXID {target} is beyond the latest TXID {latest.max_txid}" if target > latest.max_txid else ""
+    return f"TXID {target} is not reachable: gap after TXID {end}: {missing}{beyond}"
+
+
+def plan_restore(listings: Mapping[int, Listing], txid: int | None = None, *, allow_gap: bool = False) -> Plan:
+    """The chain that rebuilds the database at ``txid`` (default: the latest TXID).
 
     The fewest files that lead from an empty database to the target: typically the
-    latest snapshot at or below it, then the highest levels that fit. Raises
-    :class:`RestorePlanError` when the target cannot be reached; for "latest", a file
-    beyond the end of the chain is reported as a gap in ``problems``.
+    latest snapshot at or below it, then the highest levels that fit. A target that
+    cannot be reached (a gap before it, or beyond the latest TXID) raises
+    :class:`RestorePlanError` naming the gap -- unless ``allow_gap``, or the target is
+    "latest": then the plan reaches the latest TXID below the gap, and ``unreachable``
+    (and ``problems``) say why it stops short. A caller that must not stop short
+    (restore) refuses such a plan; one that works on what is there (compaction,
+    status) reports the problem and goes on.
     """
-    chains = _shortest_chains(listings, txid)
-    reached = max(chains)
+    reached = _shortest_chains(listings, txid)
+    end = max(reached)
     root = next((f.path for listing in listings.values() for f in listing.files), "<empty replica>")
-    if reached == 0:
+    if end == 0:
         raise RestorePlanError(root, "plan restore", None, "nothing to restore: no file starts at TXID 1")
-    if txid is not None and txid not in chains:
-        below = max(position for position in chains if position < txid)
-        raise RestorePlanError(root, "plan restore", None, f"TXID {txid} is not reachable: gap after TXID {below}")
-    plan = Plan(inputs=chains[reached if txid is None else txid])
-    highest = max(f.max_txid for listing in listings.values() for f in listing.files)
-    if txid is None and highest > reached:
-        plan.problems.append(f"gap after TXID {reached}: files up to TXID {highest} are unreachable")
-    return plan
+    target = max(f.max_txid for listing in listings.values() for f in listing.files) if txid is None else txid
+    if target in reached:
+        return Plan(inputs=_chain_to(reached, target))
+    reason = _unreachable(listings, reached, target)
+    last = reached[end]
+    assert last is not None
+    if txid is not None and not allow_gap:
+        raise RestorePlanError(last.path, "plan restore", None, reason)
+    return Plan(inputs=_chain_to(reached, end), problems=[reason], unreachable=reason)
 
 
 def level_problems(listing: Listing) -> list[str]:

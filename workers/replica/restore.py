@@ -29,9 +29,10 @@ from ltxpool.ltx import (
     page_checksum,
 )
 from ltxpool.ltx.errors import CorruptLTXError
+from ltxpool.replica.access import PRIVATE
 from ltxpool.replica.atomic import COPY_CHUNK, AtomicWriter
-from ltxpool.replica.chain_check import check_plan
-from ltxpool.replica.errors import BrokenChainError, IntegrityCheckError, OutputExistsError
+from ltxpool.replica.chain_check import NameProblem, check_plan, without_misnamed
+from ltxpool.replica.errors import BrokenChainError, IntegrityCheckError, OutputExistsError, RestorePlanError
 from ltxpool.replica.layout import Replica
 from ltxpool.replica.merge import merge_pages, open_chain
 from ltxpool.replica.plan import plan_restore
@@ -47,6 +48,8 @@ class RestoreResult:
     commit: int
     files: int
     checksum_verified: bool
+    # Restored below the TXID asked for (``allow_gap``): the gap that stopped it. None: as asked.
+    gap: str | None = None
 
 
 def integrity_check(path: str | os.PathLike[str]) -> None:
@@ -64,26 +67,68 @@ def integrity_check(path: str | os.PathLike[str]) -> None:
         raise IntegrityCheckError(os.fspath(path), "integrity check", None, "; ".join(str(row[0]) for row in rows[:3]))
 
 
-def restore(
-    replica: Replica, output: str | os.PathLike[str], txid: int | None = None, *, check_integrity: bool = True
-) -> RestoreResult:
-    """Write the database at ``txid`` (default: latest) to the new file ``output``.
+def _misnamed_above(misnamed: list[NameProblem], txid: int | None, reached: int) -> NameProblem | None:
+    """A misnamed file that claims TXIDs above ``reached`` and at or below the target."""
+    return next(
+        (p for p in misnamed if p.file.max_txid > reached and (txid is None or p.file.min_txid <= txid)), None
+    )
 
+
+def _refuse_misnamed(misnamed: list[NameProblem], txid: int | None, reached: int) -> None:
+    """A file left out for its name may hold what the target needs: say so rather than stop short."""
+    doubt = _misnamed_above(misnamed, txid, reached)
+    if doubt is not None:
+        raise BrokenChainError(
+            doubt.file.path, "check names", None,
+            f"{doubt.reason}: its name is not trusted" + (f", so the restore would stop at TXID {reached}" if reached else ""),
+        )
+
+
+def restore(
+    replica: Replica,
+    output: str | os.PathLike[str],
+    txid: int | None = None,
+    *,
+    check_integrity: bool = True,
+    mode: int = PRIVATE.file_mode,
+    allow_gap: bool = False,
+) -> RestoreResult:
+    """Write the database at ``txid`` (default: the latest TXID) to the new file ``output``.
+
+    A TXID that no chain reaches -- a gap before it, or beyond the latest -- raises
+    :class:`RestorePlanError` naming the gap: restoring an older TXID and calling it
+    the latest would hide lost transactions. A file whose header contradicts its name
+    is left out of the plan, and if it claims TXIDs the plan then stops short of,
+    :class:`BrokenChainError` names it. With ``allow_gap`` the latest TXID below the
+    gap is restored instead, and ``RestoreResult.gap`` says why.
     ``check_integrity=False`` skips SQLite's check, for page streams that are not a
-    SQLite database (synthetic test data); every LTX-level check still runs.
+    SQLite database (synthetic test data); every LTX-level check still runs. The
+    output is private (0600) unless ``mode`` says otherwise: restore cannot know who
+    could read the database it came from.
     """
     output = os.fspath(output)
     if os.path.lexists(output):
         raise OutputExistsError(output, "restore", errno.EEXIST, "output already exists; restore writes a new file")
-    plan = plan_restore(replica.list_all(), txid)
-    problem = check_plan(plan, txid)
+    listings, misnamed = without_misnamed(replica.list_all())
+    try:
+        plan = plan_restore(listings, txid, allow_gap=allow_gap)
+    except RestorePlanError:
+        _refuse_misnamed(misnamed, txid, 0)
+        raise
+    if not allow_gap:
+        _refuse_misnamed(misnamed, txid, plan.max_txid)
+        if plan.unreachable is not None:
+            raise RestorePlanError(plan.inputs[-1].path, "plan restore", None, plan.unreachable)
+    elif plan.unreachable is None and (doubt := _misnamed_above(misnamed, txid, plan.max_txid)) is not None:
+        plan.unreachable = f"{doubt.file.path}: {doubt.reason}: its name is not trusted"
+    problem = check_plan(plan, plan.max_txid if plan.unreachable is not None else txid)
     if problem is not None and problem.error is not None:
         raise problem.error
     if problem is not None:
         raise BrokenChainError(problem.path, "check restore chain", None, problem.summary)
     with ExitStack() as stack:
-        decoders, header = open_chain(stack, [f.path for f in plan.inputs])
-        writer = stack.enter_context(AtomicWriter(output))
+        decoders, header = open_chain(stack, plan.inputs)
+        writer = stack.enter_context(AtomicWriter(output, mode=mode))
         lock = lock_page(header.page_size)
         zero_page = bytes(header.page_size)
         database = EMPTY_DATABASE_CHECKSUM
@@ -119,4 +164,6 @@ def restore(
         if check_integrity:
             integrity_check(writer.temp_path)
         writer.commit()
-    return RestoreResult(output, plan.max_txid, header.page_size, header.commit, len(plan.inputs), checked)
+    return RestoreResult(
+        output, plan.max_txid, header.page_size, header.commit, len(plan.inputs), checked, plan.unreachable
+    )

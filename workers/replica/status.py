@@ -31,12 +31,14 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ltxpool.display import escape, one_line
 from ltxpool.errors import LtxpoolError
 from ltxpool.replica.atomic import is_ltxpool_temp, temp_file_writer
-from ltxpool.replica.chain_check import check_txid
-from ltxpool.replica.errors import LevelDirectoryError
+from ltxpool.replica.chain_check import check_txid, trusted_newest
+from ltxpool.replica.directory import Directory
+from ltxpool.replica.errors import DirectoryError, LevelDirectoryError
 from ltxpool.replica.janitor import DEFAULT_FOREIGN_TEMP_AGE
-from ltxpool.replica.layout import LEVELS, PROBLEM_NAME, Listing, Replica
+from ltxpool.replica.layout import LEVELS, PROBLEM_NAME, STATE_DIR, Listing, Replica
 from ltxpool.replica.plan import coverage_gaps, level_problems
 from ltxpool.replica.quarantine import quarantined_files
 
@@ -47,6 +49,7 @@ __all__ = [
     "LevelStatus",
     "ReplicaStatus",
     "replica_status",
+    "guarded_status",
     "status_document",
     "format_table",
     "status_metrics",
@@ -79,6 +82,8 @@ class ReplicaStatus:
     restore_problems: list[str] = field(default_factory=list)
     # What keeps a continuous replicate from stepping, as it recorded it; None: nothing.
     replicate_problem: str | None = None
+    # Why the replica could not be read at all (one line, names escaped); None: it was read.
+    unreadable: str | None = None
 
 
 def _writer_gone(name: str) -> bool:
@@ -95,14 +100,15 @@ def _writer_gone(name: str) -> bool:
     return False
 
 
-def _count_temp_files(directory: str, now: float, foreign_temp_age: float) -> tuple[int, int]:
+def _count_temp_files(directory: Directory | None, now: float, foreign_temp_age: float) -> tuple[int, int]:
+    """Temp files in the level directory as listed (its descriptor, never its path again)."""
     temps = orphans = 0
-    try:
-        entries = list(os.scandir(directory))
-    except (FileNotFoundError, NotADirectoryError):
+    if directory is None:
         return 0, 0
-    except OSError as exc:
-        raise LevelDirectoryError.from_oserror(directory, "list level directory", exc) from exc
+    try:
+        entries = directory.scandir()
+    except DirectoryError as exc:
+        raise LevelDirectoryError(exc.path, "list level directory", exc.errno, exc.reason) from exc
     for entry in entries:
         if not entry.name.endswith(".tmp"):
             continue
@@ -120,21 +126,23 @@ def _count_temp_files(directory: str, now: float, foreign_temp_age: float) -> tu
 def _level_status(replica: Replica, listing: Listing, now: float, foreign_temp_age: float) -> LevelStatus:
     files = listing.files
     status = LevelStatus(listing.level, files=len(files), bytes=sum(f.size for f in files))
-    if files:
+    # The level's TXID is the newest file's whose header confirms its name; the others are problems.
+    newest, misnamed = trusted_newest(listing)
+    status.problems.extend(str(problem) for problem in misnamed)
+    if newest is not None:
         status.min_txid = min(f.min_txid for f in files)
-        status.max_txid = max(f.max_txid for f in files)
-        newest = max(files, key=lambda f: f.max_txid)
+        status.max_txid = newest.max_txid
         try:
-            status.newest_file_time = os.lstat(newest.path).st_ctime
+            status.newest_file_time = (os.lstat(newest.path) if newest.directory is None
+                                       else newest.directory.lstat(newest.name)).st_ctime
         except FileNotFoundError:
             status.newest_file_time = None
     for problem in level_problems(listing):
         status.gaps += problem.startswith("gap")
         status.overlaps += problem.startswith("overlap")
         status.problems.append(problem)
-    status.problems.extend(f"{path}: {reason}" for path, reason in listing.skipped)
-    status.temp_files, status.orphan_temp_files = _count_temp_files(
-        replica.level_dir(listing.level), now, foreign_temp_age)
+    status.problems.extend(f"{escape(path)}: {reason}" for path, reason in listing.skipped)
+    status.temp_files, status.orphan_temp_files = _count_temp_files(listing.directory, now, foreign_temp_age)
     return status
 
 
@@ -152,23 +160,48 @@ def replica_status(replica: Replica, now: float, foreign_temp_age: float = DEFAU
         levels=[_level_status(replica, listings[level], now, foreign_temp_age) for level in LEVELS],
         quarantined=len(quarantined_files(replica)),
         lost_ranges=coverage_gaps(listings),
-        restore_problems=[] if latest is None else [str(latest)],
+        restore_problems=[] if latest is None else [f"{escape(latest.path)}: {latest.summary}"],
         replicate_problem=_replicate_problem(replica, now),
     )
+
+
+def guarded_status(root: str, now: float, foreign_temp_age: float = DEFAULT_FOREIGN_TEMP_AGE) -> ReplicaStatus:
+    """The status of one replica, or one saying why it is unreadable, whatever was raised.
+
+    A tenant controls every name, link and byte in their replica, so whatever those
+    make the status code raise -- an error we foresaw or a bug we did not -- is that
+    replica's problem: ``status`` and every scrape must still report all the others.
+    """
+    try:
+        return replica_status(Replica(root), now, foreign_temp_age)
+    except Exception as exc:  # anything, on purpose: see the docstring
+        return ReplicaStatus(root=root, levels=[], unreadable=_cause(exc))
+
+
+def _cause(exc: Exception) -> str:
+    """One line: our errors escape their names already; any other is named by its type."""
+    if isinstance(exc, LtxpoolError):
+        return one_line(str(exc))
+    text = str(exc)
+    return escape(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
 def _replicate_problem(replica: Replica, now: float) -> str | None:
     """The problem a continuous replicate recorded (never followed through a link)."""
     path = os.path.join(replica.state_dir, PROBLEM_NAME)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+        state = replica.subdirectory(STATE_DIR)
+        if state is None:
+            return None
+        with state:
+            fd = state.open_file(PROBLEM_NAME, os.O_RDONLY | os.O_NONBLOCK)
+    except (OSError, DirectoryError):
         return None
     try:
         document = json.loads(os.read(fd, _PROBLEM_LIMIT))
         reason, since, pid = str(document["reason"]), float(document["since"]), int(document["pid"])
     except (OSError, ValueError, KeyError, TypeError):
-        return f"replicate: unreadable {path}"
+        return f"replicate: unreadable {escape(path)}"
     finally:
         os.close(fd)
     return f"replicate (pid {pid}) cannot step for {_human_age(max(now - since, 0.0))}: {reason}"
@@ -193,6 +226,7 @@ def status_document(statuses: Sequence[ReplicaStatus], now: float) -> dict[str, 
             "lost_ranges": [list(r) for r in status.lost_ranges],
             "restore_problems": status.restore_problems,
             "replicate_problem": status.replicate_problem,
+            "unreadable": status.unreadable,
             "levels": levels,
         })
     return {"time": now, "replicas": replicas}
@@ -216,33 +250,38 @@ def format_table(statuses: Sequence[ReplicaStatus], now: float) -> str:
     rows = [_COLUMNS]
     notes: list[str] = []
     for status in statuses:
+        root = escape(status.root)
+        if status.unreadable is not None:
+            notes.append(f"{root}: unreadable: {status.unreadable}")
+            continue
         for level in status.levels:
             if not (level.files or level.temp_files or level.problems):
                 continue
             rows.append((
-                status.root, str(level.level), str(level.files), str(level.bytes),
+                root, str(level.level), str(level.files), str(level.bytes),
                 "-" if level.min_txid is None else str(level.min_txid),
                 "-" if level.max_txid is None else str(level.max_txid),
                 str(level.gaps), str(level.overlaps), str(level.temp_files), str(level.orphan_temp_files),
                 _human_age(_age(level.newest_file_time, now)),
             ))
-            notes.extend(f"{status.root}: {problem}" for problem in level.problems)
+            notes.extend(f"{root}: {problem}" for problem in level.problems)
         if status.quarantined:
-            notes.append(f"{status.root}: {status.quarantined} quarantined files in {Replica(status.root).quarantine_dir}")
-        notes.extend(f"{status.root}: TXIDs {low}-{high} are in no file at any level" for low, high in status.lost_ranges)
+            notes.append(f"{root}: {status.quarantined} quarantined files in {escape(Replica(status.root).quarantine_dir)}")
+        notes.extend(f"{root}: TXIDs {low}-{high} are in no file at any level" for low, high in status.lost_ranges)
         notes.extend(status.restore_problems)
         if status.replicate_problem is not None:
-            notes.append(f"{status.root}: {status.replicate_problem}")
+            notes.append(f"{root}: {status.replicate_problem}")
         if not any(level.files for level in status.levels):
-            notes.append(f"{status.root}: no LTX files")
+            notes.append(f"{root}: no LTX files")
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines = ["  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
              for row in rows]
-    return "\n".join([*lines, *notes])
+    # Notes quote problem texts built elsewhere: one_line keeps each one a line, whatever they hold.
+    return "\n".join([*lines, *(one_line(note) for note in notes)])
 
 
-def status_metrics(statuses: Sequence[ReplicaStatus], unreadable: Sequence[str] = ()) -> Iterator[GaugeMetricFamily]:
-    """The status as Prometheus gauges (labels: replica, level)."""
+def status_metrics(statuses: Sequence[ReplicaStatus]) -> Iterator[GaugeMetricFamily]:
+    """The status as Prometheus gauges (labels: replica, level); an unreadable replica has only readable 0."""
     per_level = {
         "files": ("ltxpool_level_files", "LTX files at this level"),
         "bytes": ("ltxpool_level_bytes", "Bytes of the LTX files at this level"),
@@ -267,18 +306,20 @@ def status_metrics(statuses: Sequence[ReplicaStatus], unreadable: Sequence[str] 
                                    "1 if the latest TXID's restore chain is complete (headers and page indexes)",
                                    labels=["replica"])
     for status in statuses:
+        root = escape(status.root)
+        if status.unreadable is not None:
+            readable.add_metric([root], 0)
+            continue
         for level in status.levels:
-            labels = [status.root, str(level.level)]
+            labels = [root, str(level.level)]
             for key, family in families.items():
                 value = getattr(level, key)
                 if value is not None:
                     family.add_metric(labels, float(value))
-        quarantined.add_metric([status.root], status.quarantined)
-        lost.add_metric([status.root], len(status.lost_ranges))
-        readable.add_metric([status.root], 1)
-        restorable.add_metric([status.root], 0 if status.restore_problems else 1)
-    for root in unreadable:
-        readable.add_metric([root], 0)
+        quarantined.add_metric([root], status.quarantined)
+        lost.add_metric([root], len(status.lost_ranges))
+        readable.add_metric([root], 1)
+        restorable.add_metric([root], 0 if status.restore_problems else 1)
     yield from families.values()
     yield from (quarantined, lost, readable, restorable)
 
@@ -292,10 +333,4 @@ class StatusCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         now = time.time()
-        statuses, unreadable = [], []
-        for root in self._roots():
-            try:
-                statuses.append(replica_status(Replica(root), now, self._foreign_temp_age))
-            except LtxpoolError:
-                unreadable.append(root)
-        yield from status_metrics(statuses, unreadable)
+        yield from status_metrics([guarded_status(root, now, self._foreign_temp_age) for root in self._roots()])

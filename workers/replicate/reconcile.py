@@ -32,11 +32,11 @@ from ltxpool.ltx import (
     Header,
     Trailer,
     lock_page,
-    open_ltx,
+    name_problem,
     page_checksum,
 )
 from ltxpool.ltx.errors import CorruptLTXError, LtxReadError
-from ltxpool.replica.layout import LtxFile, Replica
+from ltxpool.replica.layout import LtxFile, Replica, open_ltx_file
 from ltxpool.replica.merge import merge_frames, merged_header
 from ltxpool.replica.plan import plan_restore
 from ltxpool.replicate.state import ReplicationState, new_checksum_array, xor_all
@@ -60,15 +60,23 @@ def _newest(replica: Replica) -> LtxFile | None:
     return min((f for f in files if f.max_txid == top), key=lambda f: (f.level, -f.min_txid))
 
 
-def _header_and_trailer(path: str) -> tuple[Header, Trailer]:
-    with open_ltx(path) as decoder:
+def _header_and_trailer(f: LtxFile) -> tuple[Header, Trailer]:
+    """The header and the trailer, read through one descriptor of the listed file; its name
+    must agree with the header, since the replica's TXID (and so the next one written) is
+    taken from the name."""
+    with open_ltx_file(f) as decoder:
         header = decoder.header
-    try:
-        with open(path, "rb") as f:
-            f.seek(-TRAILER_SIZE, os.SEEK_END)
-            trailer = Trailer.unpack(f.read(TRAILER_SIZE))
-    except OSError as exc:
-        raise LtxReadError.from_oserror(path, "read trailer", exc) from exc
+        mismatch = name_problem(f.path, header)
+        if mismatch is not None:
+            raise CorruptLTXError(
+                f.path, 16, f"{mismatch}: the replica's newest TXID is in doubt until it is quarantined"
+            )
+        stream = decoder.stream
+        try:
+            stream.seek(-TRAILER_SIZE, os.SEEK_END)
+            trailer = Trailer.unpack(stream.read(TRAILER_SIZE))
+        except OSError as exc:
+            raise LtxReadError.from_oserror(f.path, "read trailer", exc) from exc
     return header, trailer
 
 
@@ -78,11 +86,31 @@ def _expected_checksum(header: Header, trailer: Trailer) -> int | None:
     return trailer.post_apply_checksum
 
 
-def _resize(checksums: array[int], commit: int) -> None:
-    if len(checksums) > commit:
-        del checksums[commit:]
-    elif len(checksums) < commit:
-        checksums.frombytes(bytes(8 * (commit - len(checksums))))
+def _set(checksums: array[int], pgno: int, checksum: int, skip: int) -> bool:
+    """Record page ``pgno``'s checksum, growing the array by that page only; False at a jump.
+
+    The array grows with the pages actually read, never to a header's commit before
+    reading: a planted header may claim 2**32-1 pages. Pages arrive ascending, so a
+    page beyond the end must be the next one (or the one after the lock page, which is
+    never stored and counts as zero); anything else is a page the chain does not hold.
+    """
+    end = len(checksums)
+    if pgno <= end:
+        checksums[pgno - 1] = checksum
+        return True
+    if pgno == end + 2 and end + 1 == skip:
+        checksums.append(0)
+    elif pgno != end + 1:
+        return False
+    checksums.append(checksum)
+    return True
+
+
+def _complete(checksums: array[int], commit: int, skip: int) -> bool:
+    """Whether ``checksums`` now covers pages 1..commit (a lock page at the end counts as zero)."""
+    if len(checksums) == commit - 1 and commit == skip:
+        checksums.append(0)
+    return len(checksums) == commit
 
 
 def _replay(replica: Replica, state: ReplicationState, checksums: array[int], top: int) -> ReplicationState | None:
@@ -103,32 +131,44 @@ def _replay(replica: Replica, state: ReplicationState, checksums: array[int], to
     chain.reverse()
     page_size, commit = state.page_size, state.commit
     for f in chain:
-        with open_ltx(f.path) as decoder:
+        with open_ltx_file(f) as decoder:
             header = decoder.header
             if header.min_txid == 1:
                 del checksums[:]
             elif header.page_size != page_size:
                 return None
             page_size, commit = header.page_size, header.commit
-            _resize(checksums, commit)
+            del checksums[commit:]
+            skip = lock_page(page_size)
             for pgno, data in decoder.pages():
-                checksums[pgno - 1] = page_checksum(pgno, data)
+                if not _set(checksums, pgno, page_checksum(pgno, data), skip):
+                    return None
+            if not _complete(checksums, commit, skip):
+                return None
     return replace(state, txid=top, page_size=page_size, commit=commit, checksum=CHECKSUM_FLAG | xor_all(checksums))
 
 
 def _rebuild(replica: Replica, state: ReplicationState, top: int) -> tuple[ReplicationState, array[int]]:
     plan = plan_restore(replica.list_all(), top)
     with ExitStack() as stack:
-        decoders = [stack.enter_context(open_ltx(f.path)) for f in plan.inputs]
+        decoders = [stack.enter_context(open_ltx_file(f)) for f in plan.inputs]
         header = merged_header([d.header for d in decoders])
         for decoder in decoders:
             if decoder.header.page_size != header.page_size:
                 raise CorruptLTXError(decoder.path, 8, f"page size differs from {header.page_size} within one restore chain")
-        checksums = new_checksum_array(header.commit)
+        checksums = new_checksum_array()
         skip = lock_page(header.page_size)
         for frame in merge_frames(decoders, header.commit):
-            if frame.pgno != skip:
-                checksums[frame.pgno - 1] = page_checksum(frame.pgno, frame.data)
+            if not _set(checksums, frame.pgno, page_checksum(frame.pgno, frame.data), skip):
+                raise CorruptLTXError(
+                    plan.inputs[-1].path, 0,
+                    f"the restore chain of TXID {top} lacks page {len(checksums) + 1} (next: page {frame.pgno})",
+                )
+        if not _complete(checksums, header.commit, skip):
+            raise CorruptLTXError(
+                plan.inputs[-1].path, 12,
+                f"the restore chain of TXID {top} holds {len(checksums)} pages, its header claims {header.commit}",
+            )
     rebuilt = replace(
         state, txid=top, page_size=header.page_size, commit=header.commit,
         checksum=CHECKSUM_FLAG | xor_all(checksums), position=None,
@@ -143,7 +183,7 @@ def reconcile(replica: Replica, database: str, saved: ReplicationState | None, c
     if newest is None:
         return Reconciled(fresh, new_checksum_array(), "empty replica")
     top = newest.max_txid
-    header, trailer = _header_and_trailer(newest.path)
+    header, trailer = _header_and_trailer(newest)
     expected = _expected_checksum(header, trailer)
 
     def agrees(state: ReplicationState, sums: array[int]) -> bool:

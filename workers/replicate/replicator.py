@@ -62,9 +62,12 @@ from dataclasses import dataclass, replace
 from ltxpool.locks.dirlock import DEFAULT_TIMEOUT, DirLock
 from ltxpool.locks.errors import LockTimeout
 from ltxpool.ltx import EMPTY_DATABASE_CHECKSUM, Encoder, Header, combine, lock_page, page_checksum
+from ltxpool.replica.access import FileAccess
 from ltxpool.replica.atomic import AtomicWriter
+from ltxpool.replica.directory import Directory, dir_lock
 from ltxpool.replica.janitor import sweep_temp_files
 from ltxpool.replica.layout import Replica
+from ltxpool.replica.roots import check_root
 from ltxpool.replicate.errors import DatabaseMismatchError, IncompleteStepError
 from ltxpool.replicate.reconcile import reconcile
 from ltxpool.replicate.sqlite_source import DEFAULT_BUSY_TIMEOUT, Image, SqliteSource
@@ -106,18 +109,19 @@ class _LazySink:
     taken outside SQLite.
     """
 
-    def __init__(self, stack: ExitStack, path: str, directory: str, lock: DirLock | None, wait: float) -> None:
-        self._stack, self._path, self._directory = stack, path, directory
+    def __init__(self, stack: ExitStack, path: str, directory: Directory, access: FileAccess,
+                 lock: DirLock | None, wait: float) -> None:
+        self._stack, self._path, self._directory, self._access = stack, path, directory, access
         self._lock, self._wait = lock, wait
         self.writer: AtomicWriter | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.writer is None:
-            if self._lock is not None:
-                self.writer = self._stack.enter_context(AtomicWriter(self._path))
-            else:
-                lock = self._stack.enter_context(DirLock(self._directory, timeout=self._wait))
-                self.writer = self._stack.enter_context(AtomicWriter(self._path, lock))
+            # A lock the step holds already was taken outside SQLite; the writer takes none.
+            lock = None if self._lock is not None else self._stack.enter_context(
+                dir_lock(self._directory, timeout=self._wait))
+            self.writer = self._stack.enter_context(AtomicWriter(
+                self._path, lock, directory=self._directory, mode=self._access.file_mode, owner=self._access.owner))
         self.writer.write(data)
 
 
@@ -164,7 +168,12 @@ class Replicator:
             self.source = stack.enter_context(
                 SqliteSource(self.database, busy_timeout=busy_timeout, prove_completeness=prove_completeness)
             )
-            self.level_dir = self.replica.ensure_level_dir(0)
+            self.access = FileAccess.of_database(self.database)
+            check_root(self.replica.root, [] if self.access.owner is None else [self.access.owner[0]])
+            self.replica.ensure_root(self.access)
+            level0 = self.replica.level_directory(0, create=True)
+            assert level0 is not None
+            self.level0: Directory = stack.enter_context(level0)
             self.store = stack.enter_context(StateStore(self.replica.root))
             saved, checksums = self.store.load()
             if saved is not None and saved.database != self.database:
@@ -186,14 +195,17 @@ class Replicator:
         """Temp files a killed replicate left in level 0 go now, not at the janitor's
         next round: under the directory lock in cleaning mode no write is in flight,
         and level 0 has no other ltxpool writer."""
-        with DirLock(self.level_dir) as lock:
-            sweep_temp_files(self.level_dir, lock, foreign_age=math.inf)
+        with dir_lock(self.level0) as lock:
+            sweep_temp_files(self.level0, lock, foreign_age=math.inf)
 
     def close(self) -> None:
         try:
             self.source.close()
         finally:
-            self.store.close()
+            try:
+                self.store.close()
+            finally:
+                self.level0.close()
 
     def __enter__(self) -> Replicator:
         return self
@@ -214,7 +226,7 @@ class Replicator:
             if self._lock_inside_sqlite:
                 raise
         # The capture is gone with its read transaction: wait here, then capture anew.
-        with DirLock(self.level_dir, timeout=self.lock_timeout) as lock, lock.writing():
+        with dir_lock(self.level0, timeout=self.lock_timeout) as lock, lock.writing():
             return self._step(started, lock)
 
     def _step(self, started: float, lock: DirLock | None) -> StepResult | None:
@@ -243,7 +255,7 @@ class Replicator:
                     wal_salt2=image.wal_range[3],
                 )
                 path = self.replica.path_of(0, header.min_txid, txid)
-                sink = _LazySink(stack, path, self.level_dir, lock,
+                sink = _LazySink(stack, path, self.level0, self.access, lock,
                                  self.lock_timeout if self._lock_inside_sqlite else 0.0)
                 encoder = Encoder(sink, header)
                 if snapshot:

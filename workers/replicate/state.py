@@ -21,6 +21,11 @@ then ``state.json`` is renamed into place. A crash can therefore leave the files
 step *behind* the replica (state.json at TXID T-1 while T is on disk), with entries
 of ``checksums`` partly at T; never ahead of it. ``ltxpool.replicate.reconcile`` repairs
 that on start, and verifies the result against the replica's own checksums.
+
+The directory is opened once, from the replica root without following a link, and
+every read and write goes relative to that descriptor: a tenant who swaps
+``.ltxpool-replicate`` for a symlink (at any moment: replicate writes here every
+step) redirects nothing. Its files are the pool's alone (0600).
 """
 
 from __future__ import annotations
@@ -33,10 +38,11 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from ltxpool.locks.claim import Claim
 from ltxpool.locks.errors import ClaimHeld
-from ltxpool.replica.atomic import fsync_directory, is_ltxpool_temp, write_atomic
-from ltxpool.replica.layout import PROBLEM_NAME, STATE_DIR
+from ltxpool.replica.atomic import is_ltxpool_temp, write_atomic
+from ltxpool.replica.directory import Directory, claim_in
+from ltxpool.replica.errors import DirectoryError
+from ltxpool.replica.layout import PROBLEM_NAME, STATE_DIR, Replica
 from ltxpool.replicate.errors import ReplicaBusyError, StateStoreError
 from ltxpool.replicate.sqlite_source import Position, RollbackPosition, WalPosition
 
@@ -114,10 +120,12 @@ class StateStore:
     def __init__(self, replica_root: str | os.PathLike[str]) -> None:
         self.directory = os.path.join(os.fspath(replica_root), STATE_DIR)
         try:
-            os.makedirs(self.directory, exist_ok=True)
-        except OSError as exc:
-            raise StateStoreError.from_oserror(self.directory, "create state directory", exc) from exc
-        self._claim = Claim(self.directory)
+            opened = Replica(replica_root).subdirectory(STATE_DIR, create=True)
+        except DirectoryError as exc:
+            raise StateStoreError(exc.path, "open state directory", exc.errno, exc.reason) from exc
+        assert opened is not None
+        self._dir: Directory = opened
+        self._claim = claim_in(self._dir)
         self._held = self._claim.held()
         holders = ""
         try:
@@ -130,6 +138,7 @@ class StateStore:
                 self._held.__exit__(None, None, None)
         if not mine:
             self._claim.close()
+            self._dir.close()
             raise ReplicaBusyError(
                 self.directory, "claim replica", None, f"another ltxpool replicate is writing to this replica{holders}"
             )
@@ -156,22 +165,27 @@ class StateStore:
     def record_problem(self, reason: str, since: float) -> None:
         """What keeps replicate from stepping (the database gone, unreadable), for status."""
         document = {"reason": reason, "since": since, "pid": os.getpid()}
-        write_atomic(self.problem_path, json.dumps(document).encode())
+        write_atomic(self.problem_path, json.dumps(document).encode(), directory=self._dir)
 
     def clear_problem(self) -> None:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.problem_path)
+            self._dir.unlink(PROBLEM_NAME)
 
     def _remove_orphans(self) -> None:
         # Under the claim only our own predecessor can have left temp files here.
         try:
-            names = os.listdir(self.directory)
-        except OSError as exc:
-            raise StateStoreError.from_oserror(self.directory, "list state directory", exc) from exc
+            names = self._dir.names()
+        except DirectoryError as exc:
+            raise StateStoreError(exc.path, "list state directory", exc.errno, exc.reason) from exc
         for name in names:
             if is_ltxpool_temp(name):
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self.directory, name))
+                    self._dir.unlink(name)
+
+    def _read(self, name: str) -> bytes:
+        fd = self._dir.open_file(name, os.O_RDONLY)
+        with os.fdopen(fd, "rb") as f:
+            return f.read()
 
     def load(self) -> tuple[ReplicationState | None, array[int]]:
         """The saved state and checksum array; (None, empty) when missing or unreadable.
@@ -179,8 +193,7 @@ class StateStore:
         Nothing here is trusted blindly: reconciliation checks both against the replica.
         """
         try:
-            with open(self.state_path, "rb") as f:
-                data = json.load(f)
+            data = json.loads(self._read(STATE_NAME))
             if data.get("format") != _FORMAT:
                 return None, new_checksum_array()
             state = ReplicationState(
@@ -195,8 +208,7 @@ class StateStore:
             return None, new_checksum_array()
         checksums = new_checksum_array()
         try:
-            with open(self.checksums_path, "rb") as f:
-                raw = f.read()
+            raw = self._read(CHECKSUMS_NAME)
         except FileNotFoundError:
             raw = b""
         except OSError as exc:
@@ -222,16 +234,16 @@ class StateStore:
             "checksum": state.checksum,
             "position": _position_to_json(state.position),
         }
-        write_atomic(self.state_path, json.dumps(document, indent=1).encode())
+        write_atomic(self.state_path, json.dumps(document, indent=1).encode(), directory=self._dir)
 
     def _write_checksums(self, checksums: array[int], changed: Sequence[int] | None) -> None:
         path = self.checksums_path
         try:
             if self._checksums_fd < 0:
-                created = not os.path.exists(path)
-                self._checksums_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                created = CHECKSUMS_NAME not in self._dir.names()
+                self._checksums_fd = self._dir.open_file(CHECKSUMS_NAME, os.O_RDWR | os.O_CREAT, 0o600)
                 if created:
-                    fsync_directory(self.directory)
+                    self._dir.fsync()
             fd = self._checksums_fd
             if changed is None:
                 _pwrite_all(fd, _little_endian(checksums), 0)
@@ -249,6 +261,7 @@ class StateStore:
             self._checksums_fd = -1
         self._held.__exit__(None, None, None)
         self._claim.close()
+        self._dir.close()
 
     def __enter__(self) -> StateStore:
         return self
