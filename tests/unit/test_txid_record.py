@@ -19,6 +19,7 @@ from ltxpool.replica.txid_record import RECORD_NAME, RECORD_SIZE, TxidRecord, lo
 from ltxpool.replicate import replicator as replicator_module
 from ltxpool.replicate.replicator import Replicator
 from tests.support.replicate_workload import CHANGES, Database
+from tests.support.users import User
 
 FLAG = 1 << 63
 
@@ -171,3 +172,24 @@ def test_replicate_bounds_the_record(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert os.path.getsize(root / STATE_DIR / RECORD_NAME) <= 5 * RECORD_SIZE
     assert recorded_checksum(Replica(root), max(images)) is not None
     assert recorded_checksum(Replica(root), 1) is None
+
+
+def test_a_reader_who_may_not_read_the_record_restores_unverified_and_is_told(shared_tmp: str, nobody: User) -> None:
+    base = Path(shared_tmp)
+    db, root, images = replicated(base)
+    db.close()
+    for path in root.rglob("*"):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    os.chmod(root, 0o755)
+    os.chmod(root / STATE_DIR / RECORD_NAME, 0o600)
+    out = base / "out"
+    out.mkdir()
+    os.chmod(out, 0o777)
+    assert restore(Replica(root), out / "as-root.db").verified_by == (TXID_RECORD,)  # control
+    os.seteuid(nobody.uid)
+    try:
+        result = restore(Replica(root), out / "as-nobody.db")
+    finally:
+        os.seteuid(0)
+    assert result.verified_by == () and not result.checksum_verified
+    assert (out / "as-nobody.db").read_bytes() == images[max(images)]

@@ -30,6 +30,7 @@ Every operation goes relative to the open state directory (``Directory``), never
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import struct
 from collections.abc import Iterable, Iterator
@@ -79,13 +80,14 @@ def _search(fd: int, count: int, txid: int) -> int | None:
 def lookup(directory: Directory, txid: int) -> int | None:
     """The database checksum recorded for ``txid`` in ``directory`` (the state directory), or None.
 
-    None also when there is no record file or it is not a plain file with one link:
-    then nothing was recorded that a reader could trust.
+    None also when there is no record file, when it is not a plain file with one link
+    (nothing a reader could trust), or when this user may not read it (it is the pool's
+    alone, 0600; a reader of the LTX files still restores, unverified, and is told so).
     """
     path = directory.display(RECORD_NAME)
     try:
         fd = directory.open_file(RECORD_NAME, os.O_RDONLY)
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):
         return None
     except OSError as exc:
         raise TxidRecordError.from_oserror(path, "open txid record", exc) from exc
@@ -105,6 +107,8 @@ def recorded_checksum(replica: Replica, txid: int) -> int | None:
     try:
         state = replica.subdirectory(STATE_DIR)
     except DirectoryError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return None
         raise TxidRecordError(exc.path, "open state directory", exc.errno, exc.reason) from exc
     if state is None:
         return None
