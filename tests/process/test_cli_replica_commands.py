@@ -11,6 +11,7 @@ from pathlib import Path
 from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Encoder, Header
 from ltxpool.replica.atomic import write_atomic
 from ltxpool.replica.layout import Replica
+from ltxpool.replicate.replicator import Replicator
 from tests.support.helpers import run_ltxpool
 from tests.support.synthetic import SyntheticStream
 
@@ -87,7 +88,20 @@ def test_a_real_sqlite_database_round_trips_through_snapshot_and_restore(tmp_pat
     done = run_ltxpool("restore", str(replica.root), str(output))
     assert done.returncode == 0, done.stderr
     assert "integrity_check ok" in done.stdout
+    assert "no database checksum recorded for this TXID (not verified)" in done.stdout, "a file alone carries none"
     assert output.read_bytes() == data
+
+
+def test_restore_says_it_verified_the_database_checksum_replicate_recorded(tmp_path: Path) -> None:
+    database = tmp_path / "source.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+    with Replicator(database, tmp_path / "replica") as replicator:
+        replicator.step()
+    done = run_ltxpool("restore", str(tmp_path / "replica"), str(tmp_path / "restored.db"))
+    assert done.returncode == 0, done.stderr
+    assert "database checksum verified against the txid record, integrity_check ok" in done.stdout
+    assert (tmp_path / "restored.db").read_bytes() == database.read_bytes()
 
 
 def test_restore_of_a_chain_longer_than_the_soft_open_file_limit_succeeds(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from ltxpool.locks.errors import LockFileError
 from ltxpool.replica.compactor import compact_level
 from ltxpool.replica.errors import LevelDirectoryError
 from ltxpool.replica.layout import Replica
-from ltxpool.replica.restore import restore
+from ltxpool.replica.restore import TXID_RECORD, restore
 from ltxpool.replicate.replicator import Replicator
 from tests.support.fault_counts import record
 from tests.support.synthetic import SyntheticStream
@@ -80,6 +80,8 @@ STEP_FAULTS: dict[str, tuple[str, Callable[[str], bool], str]] = {
     "level-0 rename": ("rename", in_level0(".tmp"), "rename"),
     "level-0 fsync-dir": ("fsync", is_level0_dir, "fsync-dir"),
     "level-0 lock file": ("open", lambda path: os.path.basename(path) == ".ltxpool.lock", "open lock file"),
+    "txids append": ("pwrite", in_state("txids"), "append txid record"),
+    "txids fsync": ("fsync", in_state("txids"), "append txid record"),
     "checksums write": ("pwrite", in_state("checksums"), "write checksums"),
     "checksums fsync": ("fsync", in_state("checksums"), "write checksums"),
     "state.json create": ("open", in_state(".tmp"), "create"),
@@ -129,8 +131,9 @@ def assert_every_txid_restores(root: Path, source: Source, scratch: Path) -> Non
     assert sorted(source.images) == list(range(1, newest_txid(root) + 1))
     for txid, image in source.images.items():
         out = scratch / f"restored-{txid}.db"
-        restore(Replica(root), out, txid)
+        result = restore(Replica(root), out, txid)
         assert out.read_bytes() == image, f"TXID {txid}"
+        assert result.verified_by == (TXID_RECORD,), f"TXID {txid} has no record"
 
 
 @pytest.mark.parametrize("reopen", [False, True], ids=["same process", "new process"])

@@ -34,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
     result = restore(Replica(args.replica), args.output, args.txid, allow_gap=args.allow_gap, mode=args.mode)
     if result.gap is not None:
         print(f"ltxpool: warning: restoring TXID {result.txid} instead: {result.gap}", file=sys.stderr)
-    checksum = "post-apply checksum verified" if result.checksum_verified else "no database checksum in files"
+    if result.verified_by:
+        checksum = f"database checksum verified against the {' and the '.join(result.verified_by)}"
+    else:
+        checksum = "no database checksum recorded for this TXID (not verified)"
     print(f"restored TXID {result.txid} ({result.commit} pages of {result.page_size} B) from {result.files} files "
           f"to {result.output}: LTX checksums ok, {checksum}, integrity_check ok")
     if args.compare is not None:

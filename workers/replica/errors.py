@@ -17,6 +17,7 @@ __all__ = [
     "OutputExistsError",
     "QuarantineError",
     "RestorePlanError",
+    "TxidRecordError",
     "UnsafeRootError",
 ]
 
@@ -60,3 +61,7 @@ class IntegrityCheckError(LtxpoolError):
 
 class UnsafeRootError(LtxpoolError):
     """A replica root is refused at start: a system folder, writable by others, owned by someone unexpected."""
+
+
+class TxidRecordError(LtxpoolError):
+    """The per-TXID checksum record (``.ltxpool-replicate/txids``) could not be opened, read or written."""

@@ -7,11 +7,14 @@ merge never changes page bytes, and compression was a third of its time. For eac
 page number the newest input that holds it wins; pages beyond the last input's
 commit are dropped (the database shrank).
 
-Output header, as superfly/ltx v0.5.2's ``Compactor`` (and Litestream, which sets
-``HeaderFlagNoChecksum`` on every compaction) build it: page size, min TXID and
-pre-apply checksum of the first input; max TXID, commit, timestamp and post-apply
-checksum of the last; node ID left empty. If any input carries no database
-checksums, neither can the output.
+Output header, as superfly/ltx v0.5.2's ``Compactor`` builds it with the
+``HeaderFlagNoChecksum`` Litestream sets on every compaction and restore: page size
+and min TXID of the first input; max TXID, commit and timestamp of the last; node ID
+left empty; flag 0x2 and no pre- or post-apply checksum, whatever the inputs carry.
+Inputs in the old form (flags 0, with checksums) are read as before, but no output
+keeps their checksums: Litestream's restore refuses a file that does
+("post-apply checksum not allowed"), and ltxpool's end-to-end check is the per-TXID
+record (``ltxpool.replica.txid_record``), which compaction does not touch.
 """
 
 from __future__ import annotations
@@ -51,15 +54,13 @@ class MergeResult:
 def merged_header(headers: Sequence[Header]) -> Header:
     """The header of the merge of ``headers`` (oldest first)."""
     first, last = headers[0], headers[-1]
-    no_checksum = any(h.flags & HEADER_FLAG_NO_CHECKSUM for h in headers)
     return Header(
-        flags=HEADER_FLAG_NO_CHECKSUM if no_checksum else 0,
+        flags=HEADER_FLAG_NO_CHECKSUM,
         page_size=first.page_size,
         commit=last.commit,
         min_txid=first.min_txid,
         max_txid=last.max_txid,
         timestamp=last.timestamp,
-        pre_apply_checksum=0 if no_checksum else first.pre_apply_checksum,
         wal_offset=0,
         wal_size=0,
         wal_salt1=0,
@@ -139,11 +140,7 @@ def merge_files(files: Sequence[LtxFile], sink: Sink) -> MergeResult:
             for frame in merge_frames(decoders, header.commit):
                 encoder.write_page(frame.pgno, frame.data, frame.block)
                 pages += 1
-            last = decoders[-1].trailer
-            assert last is not None, "merge_frames reads every input to its end"
-            post_apply = 0 if header.flags & HEADER_FLAG_NO_CHECKSUM else last.post_apply_checksum
-            return MergeResult(header, encoder.finish(post_apply), pages)
+            return MergeResult(header, encoder.finish(), pages)
         except ValueError as exc:
-            # The encoder refuses what the inputs cannot make: a snapshot with a hole,
-            # a post-apply checksum that the merged pages do not give.
+            # The encoder refuses what the inputs cannot make: a snapshot with a hole.
             raise CorruptLTXError(files[-1].path, 0, f"inputs do not merge into a valid file: {exc}") from exc

@@ -5,7 +5,10 @@ streamed into a new database file through the atomic writer, so the output name
 only ever holds a complete, verified database. Verified means: every input's LTX
 checksums (the decoder checks them as it streams), the chain's contiguity, every page
 1..commit present (the lock page excepted: SQLite never uses it, it is restored as
-zeros), the post-apply database checksum where the files carry one, and SQLite's own
+zeros), the database checksum of the result against the one replicate recorded for
+that TXID (``ltxpool.replica.txid_record``) and against the post-apply checksum of a
+last file in the old form (flags 0) -- ``RestoreResult.verified_by`` names those
+that ran; files Litestream wrote carry none and have no record -- and SQLite's own
 ``PRAGMA integrity_check`` on the result before it is renamed into place. Before
 any page is read, the chain is checked from headers and page indexes
 (``ltxpool.replica.chain_check``): a page that a shrink cut off and no later file wrote back
@@ -36,8 +39,13 @@ from ltxpool.replica.errors import BrokenChainError, IntegrityCheckError, Output
 from ltxpool.replica.layout import Replica
 from ltxpool.replica.merge import merge_pages, open_chain
 from ltxpool.replica.plan import plan_restore
+from ltxpool.replica.txid_record import RECORD_NAME, recorded_checksum
 
-__all__ = ["RestoreResult", "restore", "integrity_check"]
+__all__ = ["RestoreResult", "restore", "integrity_check", "TXID_RECORD", "POST_APPLY"]
+
+#: Names of the database-checksum checks, as :attr:`RestoreResult.verified_by` reports them.
+TXID_RECORD = "txid record"
+POST_APPLY = "post-apply checksum"
 
 
 @dataclass(frozen=True)
@@ -47,9 +55,14 @@ class RestoreResult:
     page_size: int
     commit: int
     files: int
-    checksum_verified: bool
+    #: The database-checksum checks that ran: ``TXID_RECORD``, ``POST_APPLY`` (none: no source).
+    verified_by: tuple[str, ...]
     # Restored below the TXID asked for (``allow_gap``): the gap that stopped it. None: as asked.
     gap: str | None = None
+
+    @property
+    def checksum_verified(self) -> bool:
+        return bool(self.verified_by)
 
 
 def integrity_check(path: str | os.PathLike[str]) -> None:
@@ -126,6 +139,7 @@ def restore(
         raise problem.error
     if problem is not None:
         raise BrokenChainError(problem.path, "check restore chain", None, problem.summary)
+    recorded = recorded_checksum(replica, plan.max_txid)
     with ExitStack() as stack:
         decoders, header = open_chain(stack, plan.inputs)
         writer = stack.enter_context(AtomicWriter(output, mode=mode))
@@ -154,16 +168,27 @@ def restore(
         writer.write(buffer)
         trailer = decoders[-1].trailer
         assert trailer is not None, "merge_pages reads every input to its end"
-        checked = not header.flags & HEADER_FLAG_NO_CHECKSUM and trailer.post_apply_checksum != 0
-        if checked and database != trailer.post_apply_checksum:
-            raise CorruptLTXError(
-                plan.inputs[-1].path, 0,
-                f"restored database checksum {database:016x} is not the post-apply checksum "
-                f"{trailer.post_apply_checksum:016x}",
-            )
+        verified_by: list[str] = []
+        if recorded is not None:
+            if database != recorded:
+                raise CorruptLTXError(
+                    plan.inputs[-1].path, 0,
+                    f"restored database checksum {database:016x} is not {recorded:016x}, the checksum "
+                    f"replicate recorded for TXID {plan.max_txid} in {os.path.join(replica.state_dir, RECORD_NAME)}",
+                )
+            verified_by.append(TXID_RECORD)
+        last = decoders[-1].header
+        if not last.flags & HEADER_FLAG_NO_CHECKSUM and trailer.post_apply_checksum != 0:
+            if database != trailer.post_apply_checksum:
+                raise CorruptLTXError(
+                    plan.inputs[-1].path, 0,
+                    f"restored database checksum {database:016x} is not the post-apply checksum "
+                    f"{trailer.post_apply_checksum:016x}",
+                )
+            verified_by.append(POST_APPLY)
         if check_integrity:
             integrity_check(writer.temp_path)
         writer.commit()
     return RestoreResult(
-        output, plan.max_txid, header.page_size, header.commit, len(plan.inputs), checked, plan.unreachable
+        output, plan.max_txid, header.page_size, header.commit, len(plan.inputs), tuple(verified_by), plan.unreachable
     )

@@ -2,8 +2,9 @@
 
 The newest TXID on disk (any level) is the replica's TXID. The saved state is a
 cache of "the database at that TXID" (page checksums, database checksum); it is
-used only when it is exactly there and its checksums XOR to the post-apply checksum
-the newest LTX file carries. Otherwise, cheapest first:
+used only when it is exactly there and its checksums XOR to the database checksum
+recorded for that TXID (``ltxpool.replica.txid_record``; for a file in the old form,
+flags 0, the post-apply checksum it carries). Otherwise, cheapest first:
 
 * replay: the state is a few TXIDs behind (a crash between writing an LTX file and
   saving the state) and the level-0 files after it are all there -- apply their
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import os
 from array import array
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
@@ -41,7 +43,7 @@ from ltxpool.replica.merge import merge_frames, merged_header
 from ltxpool.replica.plan import plan_restore
 from ltxpool.replicate.state import ReplicationState, new_checksum_array, xor_all
 
-__all__ = ["Reconciled", "reconcile"]
+__all__ = ["Reconciled", "reconcile", "trailer_checksums"]
 
 
 @dataclass
@@ -176,15 +178,41 @@ def _rebuild(replica: Replica, state: ReplicationState, top: int) -> tuple[Repli
     return rebuilt, checksums
 
 
-def reconcile(replica: Replica, database: str, saved: ReplicationState | None, checksums: array[int]) -> Reconciled:
-    """The state at the replica's newest TXID, from ``saved`` where it can be trusted."""
+def trailer_checksums(replica: Replica, top: int) -> list[tuple[int, int]]:
+    """``(max TXID, post-apply checksum)`` of every file in the old form (flags 0) up to
+    TXID ``top``, ascending: what a replica written before the per-TXID record knew, to
+    backfill it before compaction rewrites those files without checksums."""
+    found: dict[int, int] = {}
+    for listing in replica.list_all().values():
+        for f in listing.files:
+            if f.max_txid <= top:
+                expected = _expected_checksum(*_header_and_trailer(f))
+                if expected is not None:
+                    found[f.max_txid] = expected
+    return sorted(found.items())
+
+
+def reconcile(
+    replica: Replica,
+    database: str,
+    saved: ReplicationState | None,
+    checksums: array[int],
+    *,
+    recorded: Callable[[int], int | None],
+) -> Reconciled:
+    """The state at the replica's newest TXID, from ``saved`` where it can be trusted.
+
+    ``recorded(txid)``: the database checksum replicate recorded for a TXID, if any.
+    """
     fresh = ReplicationState(database)
     newest = _newest(replica)
     if newest is None:
         return Reconciled(fresh, new_checksum_array(), "empty replica")
     top = newest.max_txid
     header, trailer = _header_and_trailer(newest)
-    expected = _expected_checksum(header, trailer)
+    expected = recorded(top)
+    if expected is None:
+        expected = _expected_checksum(header, trailer)
 
     def agrees(state: ReplicationState, sums: array[int]) -> bool:
         return (
@@ -206,6 +234,7 @@ def reconcile(replica: Replica, database: str, saved: ReplicationState | None, c
     if not agrees(rebuilt, sums):
         raise CorruptLTXError(
             newest.path, 0,
-            f"the restore chain of TXID {top} does not give this file's post-apply checksum; the replica is inconsistent",
+            f"the restore chain of TXID {top} does not give the database checksum recorded for it; "
+            "the replica is inconsistent",
         )
     return Reconciled(rebuilt, sums, f"rebuilt the state of TXID {top} from the replica")

@@ -10,9 +10,11 @@ Data flow of one step::
   lock page (``0000000000000001-0000000000000001.ltx``).
 * Later steps: only pages whose checksum differs from the array (8 bytes a page,
   ``ltxpool.replicate.state``), commit = the page count now (a shrink drops the pages
-  above it, a growth adds them), pre-apply = the database checksum of the last
-  TXID, post-apply = rolled forward page by page. No change -> no file: ``step``
-  returns None, the ordinary "nothing to do".
+  above it, a growth adds them). The database checksum, rolled forward page by
+  page, goes to the per-TXID record (``ltxpool.replica.txid_record``), not into the
+  file: every file has flag 0x2 and zero pre/post-apply checksums, the only form
+  Litestream 0.5.17 restores. No change -> no file: ``step`` returns None, the
+  ordinary "nothing to do".
 * A page-size change (``PRAGMA page_size`` + ``VACUUM`` in rollback mode): an LTX
   chain has one page size (``ltxpool.replica.merge`` refuses to mix them) and a pre-apply
   checksum over pages of the old size means nothing to the new ones, so the chain
@@ -61,15 +63,24 @@ from dataclasses import dataclass, replace
 
 from ltxpool.locks.dirlock import DEFAULT_TIMEOUT, DirLock
 from ltxpool.locks.errors import LockTimeout
-from ltxpool.ltx import EMPTY_DATABASE_CHECKSUM, Encoder, Header, combine, lock_page, page_checksum
+from ltxpool.ltx import (
+    EMPTY_DATABASE_CHECKSUM,
+    HEADER_FLAG_NO_CHECKSUM,
+    Encoder,
+    Header,
+    combine,
+    lock_page,
+    page_checksum,
+)
 from ltxpool.replica.access import FileAccess
 from ltxpool.replica.atomic import AtomicWriter
 from ltxpool.replica.directory import Directory, dir_lock
 from ltxpool.replica.janitor import sweep_temp_files
 from ltxpool.replica.layout import Replica
 from ltxpool.replica.roots import check_root
+from ltxpool.replica.txid_record import RECORD_LIMIT
 from ltxpool.replicate.errors import DatabaseMismatchError, IncompleteStepError
-from ltxpool.replicate.reconcile import reconcile
+from ltxpool.replicate.reconcile import reconcile, trailer_checksums
 from ltxpool.replicate.sqlite_source import DEFAULT_BUSY_TIMEOUT, Image, SqliteSource
 from ltxpool.replicate.state import ReplicationState, StateStore, new_checksum_array
 
@@ -182,7 +193,8 @@ class Replicator:
                     f"replica holds the history of {saved.database}, not {self.database}; "
                     f"use another replica directory (or remove {self.store.directory} if the database moved)",
                 )
-            reconciled = reconcile(self.replica, self.database, saved, checksums)
+            reconciled = reconcile(self.replica, self.database, saved, checksums, recorded=self.store.txids.lookup)
+            self._sync_txid_record(reconciled.state)
             stack.pop_all()
         self.state: ReplicationState = reconciled.state
         self.checksums = reconciled.checksums
@@ -190,6 +202,23 @@ class Replicator:
         # (monotonic time, seconds) of the last step that compared every page.
         self.last_full_compare: tuple[float, float] | None = None
         self._remove_own_orphans()
+
+    def _sync_txid_record(self, state: ReplicationState) -> None:
+        """Make the per-TXID record end at the replica's newest TXID, which it then holds:
+        records above it name states no longer on disk; a replica from before the record
+        gets what its old-form trailers still say; a crash between the LTX file and its
+        record is repaired with the checksum reconcile just verified."""
+        txids = self.store.txids
+        if txids.created:
+            txids.extend(trailer_checksums(self.replica, state.txid - 1))
+        txids.keep_through(state.txid)
+        txids.ensure(state.txid, state.checksum)
+
+    def _prune_txid_record(self) -> None:
+        """Bound the record: past its limit keep what a restore can still reach (from the
+        oldest snapshot's TXID on)."""
+        snapshots = [f.max_txid for listing in self.replica.list_all().values() for f in listing.files if f.min_txid == 1]
+        self.store.txids.prune(min(snapshots, default=self.state.txid))
 
     def _remove_own_orphans(self) -> None:
         """Temp files a killed replicate left in level 0 go now, not at the janitor's
@@ -241,14 +270,15 @@ class Replicator:
                     self.state = replace(state, position=image.position)
                     return None
                 txid = state.txid + 1
+                # As Litestream writes (and only so restores): no database checksums in the
+                # file; the end-to-end check is the per-TXID record (ltxpool.replica.txid_record).
                 header = Header(
-                    flags=0,
+                    flags=HEADER_FLAG_NO_CHECKSUM,
                     page_size=image.page_size,
                     commit=image.commit,
                     min_txid=1 if snapshot else txid,
                     max_txid=txid,
                     timestamp=int(time.time() * 1000),
-                    pre_apply_checksum=0 if snapshot else state.checksum,
                     wal_offset=image.wal_range[0],
                     wal_size=image.wal_range[1],
                     wal_salt1=image.wal_range[2],
@@ -266,16 +296,20 @@ class Replicator:
                     self.state = replace(state, position=image.position)
                     return None
                 self._refuse_incomplete(diff, fresh, image, path)
-                encoder.finish(diff.database)
+                encoder.finish()
             # SQLite's lock is released; only the fsync and rename remain.
             assert sink.writer is not None
             sink.writer.commit()
             size = sink.writer.bytes_written
         self._apply(diff, fresh, image)
+        # The previous TXID's record too, if its append failed (its state is still known).
+        self.store.txids.ensure(state.txid, state.checksum)
         self.state = ReplicationState(
             self.database, txid, image.page_size, image.commit, diff.database, image.position
         )
         self.store.save(self.state, self.checksums, None if fresh else diff.pgnos)
+        if self.store.txids.count > RECORD_LIMIT:
+            self._prune_txid_record()
         return StepResult(
             txid, path, diff.pages, size, image.page_size, image.commit,
             snapshot, candidates is None, time.monotonic() - started,

@@ -10,14 +10,18 @@ janitor and ``verify`` never see it) holds:
   8 bytes each (little-endian u64, 0 for the lock page). A step updates only the
   entries of the pages it changed, in place, so persisting costs time proportional
   to the change, not to the database.
+* ``txids`` -- the database checksum of every TXID written, 16 bytes each
+  (``ltxpool.replica.txid_record``): the end-to-end check ``restore`` runs, since
+  the LTX files carry no database checksums (Litestream restores no file that does).
 * ``state.json`` -- TXID, page size, commit, post-apply database checksum, the WAL
   or rollback position of the image, the database path. Replaced atomically.
 * ``problem.json`` -- while a continuous replicate cannot step (the database is
   missing, unreadable, or a step was refused): the reason, since when, the pid.
   Removed by the next step that succeeds; ``ltxpool status`` reports it.
 
-Order of a step: the LTX file is durable, then ``checksums`` is updated and fsynced,
-then ``state.json`` is renamed into place. A crash can therefore leave the files a
+Order of a step: the LTX file is durable, then its TXID's record is appended to
+``txids`` and fsynced, then ``checksums`` is updated and fsynced, then ``state.json``
+is renamed into place. A crash can therefore leave the files a
 step *behind* the replica (state.json at TXID T-1 while T is on disk), with entries
 of ``checksums`` partly at T; never ahead of it. ``ltxpool.replicate.reconcile`` repairs
 that on start, and verifies the result against the replica's own checksums.
@@ -43,6 +47,7 @@ from ltxpool.replica.atomic import is_ltxpool_temp, write_atomic
 from ltxpool.replica.directory import Directory, claim_in
 from ltxpool.replica.errors import DirectoryError
 from ltxpool.replica.layout import PROBLEM_NAME, STATE_DIR, Replica
+from ltxpool.replica.txid_record import TxidRecord
 from ltxpool.replicate.errors import ReplicaBusyError, StateStoreError
 from ltxpool.replicate.sqlite_source import Position, RollbackPosition, WalPosition
 
@@ -143,12 +148,20 @@ class StateStore:
                 self.directory, "claim replica", None, f"another ltxpool replicate is writing to this replica{holders}"
             )
         self._checksums_fd = -1
+        self._txids: TxidRecord | None = None
         try:
             self._remove_orphans()
+            self._txids = TxidRecord(self._dir)
         except BaseException:
             # A failed start must not keep the claim: a retry would find the replica "busy".
             self.close()
             raise
+
+    @property
+    def txids(self) -> TxidRecord:
+        """The per-TXID database checksums (open while the store is)."""
+        assert self._txids is not None, "opened in __init__; a failed open raised"
+        return self._txids
 
     @property
     def state_path(self) -> str:
@@ -224,6 +237,7 @@ class StateStore:
         ``changed``: the page numbers whose entries changed (ascending); None rewrites
         the whole array (a snapshot).
         """
+        self.txids.append(state.txid, state.checksum)
         self._write_checksums(checksums, changed)
         document = {
             "format": _FORMAT,
@@ -256,6 +270,8 @@ class StateStore:
             raise StateStoreError.from_oserror(path, "write checksums", exc) from exc
 
     def close(self) -> None:
+        if self._txids is not None:
+            self._txids.close()
         if self._checksums_fd >= 0:
             os.close(self._checksums_fd)
             self._checksums_fd = -1
