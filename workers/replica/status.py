@@ -33,6 +33,9 @@ from prometheus_client.registry import Collector
 
 from ltxpool.display import escape, one_line
 from ltxpool.errors import LtxpoolError
+from ltxpool.locks.claim import CLAIM_NAME
+from ltxpool.locks.dirlock import DEFAULT_SLOTS, GATE_NAME, SLOT_PREFIX
+from ltxpool.locks.holders import Holder, holders_by_inode
 from ltxpool.replica.atomic import is_ltxpool_temp, temp_file_writer
 from ltxpool.replica.chain_check import check_txid, trusted_newest
 from ltxpool.replica.directory import Directory
@@ -69,6 +72,8 @@ class LevelStatus:
     temp_files: int = 0
     orphan_temp_files: int = 0
     newest_file_time: float | None = None
+    #: Processes other than ltxpool's holding one of the level's lock files right now.
+    foreign_lock_holders: int = 0
     problems: list[str] = field(default_factory=list)
 
 
@@ -123,6 +128,47 @@ def _count_temp_files(directory: Directory | None, now: float, foreign_temp_age:
     return temps, orphans
 
 
+_LOCK_NAMES = (GATE_NAME, CLAIM_NAME, *(f"{SLOT_PREFIX}{i:02d}" for i in range(DEFAULT_SLOTS)))
+
+
+def _is_ltxpool(pid: int) -> bool:
+    """Whether process ``pid`` runs ltxpool: the ``ltxpool`` script, or ``python -m ltxpool...``.
+
+    Judged by the program and its first arguments only (a holder's other arguments,
+    such as a lock file's path, may name ltxpool too). Unknown counts as not.
+    """
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            args = cmdline.read(4096).split(b"\0")
+    except OSError:
+        return False
+    if os.path.basename(args[0]) == b"ltxpool" or (len(args) > 1 and os.path.basename(args[1]) == b"ltxpool"):
+        return True
+    return len(args) > 2 and args[1] == b"-m" and args[2].split(b".")[0] == b"ltxpool"
+
+
+def _foreign_lock_holders(directory: Directory | None) -> list[tuple[str, Holder]]:
+    """(lock file, holder) for each lock of the level held by a process that is not ltxpool.
+
+    Read from ``/proc/locks`` by the inodes of the lock files, which are only ``lstat``-ed:
+    asking takes no lock. A worker of the pool holds these for microseconds to a
+    compaction's length and is not reported; anyone else holding one stalls the replica
+    (``lock_timeout``) and is named here, in the log and as a metric.
+    """
+    if directory is None:
+        return []
+    inodes: dict[tuple[int, int], str] = {}
+    for name in _LOCK_NAMES:
+        try:
+            st = directory.lstat(name)
+        except OSError:
+            continue
+        inodes[(st.st_dev, st.st_ino)] = directory.display(name)
+    found = holders_by_inode(inodes)
+    return [(inodes[key], holder) for key, holders in found.items() for holder in holders
+            if not _is_ltxpool(holder.pid)]
+
+
 def _level_status(replica: Replica, listing: Listing, now: float, foreign_temp_age: float) -> LevelStatus:
     files = listing.files
     status = LevelStatus(listing.level, files=len(files), bytes=sum(f.size for f in files))
@@ -143,6 +189,9 @@ def _level_status(replica: Replica, listing: Listing, now: float, foreign_temp_a
         status.problems.append(problem)
     status.problems.extend(f"{escape(path)}: {reason}" for path, reason in listing.skipped)
     status.temp_files, status.orphan_temp_files = _count_temp_files(listing.directory, now, foreign_temp_age)
+    foreign = _foreign_lock_holders(listing.directory)
+    status.foreign_lock_holders = len(foreign)
+    status.problems.extend(f"{escape(path)}: held by {holder}, not an ltxpool process" for path, holder in foreign)
     return status
 
 
@@ -292,6 +341,8 @@ def status_metrics(statuses: Sequence[ReplicaStatus]) -> Iterator[GaugeMetricFam
         "temp_files": ("ltxpool_level_temp_files", "Temp files (*.tmp) in this level directory"),
         "orphan_temp_files": ("ltxpool_level_orphan_temp_files",
                               "Temp files whose writer is gone (or foreign ones past their age)"),
+        "foreign_lock_holders": ("ltxpool_level_foreign_lock_holders",
+                                 "Processes other than ltxpool holding a lock file of this level (status names them)"),
         "newest_file_time": ("ltxpool_level_newest_file_timestamp_seconds",
                              "When the newest file of the level was renamed into place (Unix time)"),
     }
