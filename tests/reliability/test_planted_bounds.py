@@ -43,6 +43,11 @@ MIB = 1 << 20
 
 
 
+def no_record(txid: int) -> int | None:
+    """A synthetic replica has no per-TXID record: reconcile checks the files alone."""
+    return None
+
+
 def _bytes_read() -> int:
     with open("/proc/self/io") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
@@ -148,14 +153,14 @@ def test_a_planted_header_claiming_huge_commit_costs_replicate_and_restore_no_me
     stream = _tenant_replica(shared_tmp, tenant, 3)
     planted = _plant_claim(tenant, stream, 4, (1 << 32) - 1)
     database = str(tmp_path / "app.db")
-    peak, raised = _peak(lambda: reconcile(stream.replica, database, None, new_checksum_array()))
+    peak, raised = _peak(lambda: reconcile(stream.replica, database, None, new_checksum_array(), recorded=no_record))
     assert isinstance(raised, CorruptLTXError) and raised.path == planted
     assert re.search(r"the restore chain of TXID 4 holds \d+ pages, its header claims 4294967295$", raised.reason)
     assert peak < 4 * MIB, peak
     # Replay from a saved state a TXID behind meets the same file, and falls back to the same refusal.
     saved = ReplicationState(database, txid=3, page_size=stream.page_size, commit=stream.commit)
     sums = new_checksum_array(stream.commit)
-    peak, raised = _peak(lambda: reconcile(stream.replica, database, saved, sums))
+    peak, raised = _peak(lambda: reconcile(stream.replica, database, saved, sums, recorded=no_record))
     assert isinstance(raised, CorruptLTXError) and peak < 4 * MIB, peak
     # Restore's chain check: the bitmap is sized by the page numbers the files hold.
     peak, raised = _peak(lambda: restore(stream.replica, tmp_path / "restored.db", check_integrity=False))
@@ -174,10 +179,10 @@ def test_control_sized_by_the_header_the_same_planted_claim_allocates_per_claime
     stream = _tenant_replica(shared_tmp, tenant, 3)
     _plant_claim(tenant, stream, 4, claim)
     database = str(tmp_path / "app.db")
-    protected, raised = _peak(lambda: reconcile(stream.replica, database, None, new_checksum_array()))
+    protected, raised = _peak(lambda: reconcile(stream.replica, database, None, new_checksum_array(), recorded=no_record))
     assert isinstance(raised, CorruptLTXError) and protected < 4 * MIB
     monkeypatch.setattr(reconcile_module, "new_checksum_array", lambda pages=0: new_checksum_array(claim))
-    unprotected, raised = _peak(lambda: reconcile(stream.replica, database, None, new_checksum_array()))
+    unprotected, raised = _peak(lambda: reconcile(stream.replica, database, None, new_checksum_array(), recorded=no_record))
     # Sized by the header, the claim was not only paid for: it was believed.
     assert raised is None
     assert unprotected >= 8 * claim > 8 * protected, (unprotected, protected)
@@ -214,7 +219,7 @@ def test_a_name_its_header_contradicts_is_a_problem_not_a_txid_for_status_restor
         # The attack, unchecked: TXID 255 everywhere, and compaction launders the name into a new file.
         assert level0.max_txid == 255 and outcome.txid == 255 and outcome.gap is None
         assert compacted is not None and compacted.max_txid == 255
-        assert reconcile(stream.replica, database, None, new_checksum_array()).state.txid == 255
+        assert reconcile(stream.replica, database, None, new_checksum_array(), recorded=no_record).state.txid == 255
         return
     assert level0.max_txid == 2
     assert f"{planted}: header holds TXIDs 3-3, the file name says 3-255" in level0.problems
@@ -229,7 +234,7 @@ def test_a_name_its_header_contradicts_is_a_problem_not_a_txid_for_status_restor
     assert compacted is not None and (compacted.min_txid, compacted.max_txid) == (1, 2)
     assert [f.name for f in stream.replica.list_level(1).files] == ["0000000000000001-0000000000000002.ltx"]
     with pytest.raises(CorruptLTXError, match="the file name says 3-255: the replica's newest TXID is in doubt"):
-        reconcile(stream.replica, database, None, new_checksum_array())
+        reconcile(stream.replica, database, None, new_checksum_array(), recorded=no_record)
     # The janitor's quarantine takes it; then the replica is whole up to TXID 2 again.
     assert [p.file.path for p in name_problems(stream.replica.list_level(0).files)] == [planted]
     report = janitor_pass(stream.replica, JanitorSettings(), time.time())
