@@ -270,11 +270,13 @@ def test_a_worker_killed_each_time_it_starts_is_a_crash_loop_and_the_supervisor_
     tmp_path: Path,
 ) -> None:
     sources = streams(tmp_path, 1)
-    pool = Pool(tmp_path, [s.replica for s in sources], crash_loop_restarts=2)
+    # Every death counts toward the crash loop here (isolate_replicas = false): a kill
+    # that lands while worker-1 is in a pass over the replica would otherwise be
+    # charged to that replica (test_supervisor_isolation proves that rule), and when
+    # it lands is a race this test cannot win every time on a loaded machine.
+    pool = Pool(tmp_path, [s.replica for s in sources], crash_loop_restarts=2, isolate_replicas=False)
     try:
         pool.wait_for("worker-1 started")
-        # Once the snapshot is written nothing is due: worker-1 dies idle, on no replica,
-        # and so counts toward the crash loop (a death on a replica is charged to it).
         pool.wait_for("into level 9")
         for kills in range(1, 4):
             mark = len(pool.lines)
