@@ -41,8 +41,8 @@ from ltxpool.replica.chain_check import check_txid, trusted_newest
 from ltxpool.replica.directory import Directory
 from ltxpool.replica.errors import DirectoryError, LevelDirectoryError
 from ltxpool.replica.janitor import DEFAULT_FOREIGN_TEMP_AGE
-from ltxpool.replica.layout import LEVELS, PROBLEM_NAME, STATE_DIR, Listing, Replica
-from ltxpool.replica.plan import coverage_gaps, level_problems
+from ltxpool.replica.layout import LEVELS, PROBLEM_NAME, STATE_DIR, Listing, LtxFile, Replica
+from ltxpool.replica.plan import coverage_gaps, latest_snapshot, level_problems
 from ltxpool.replica.quarantine import quarantined_files
 
 # A problem note is a line or two; never read more of a file a tenant may have planted.
@@ -169,7 +169,8 @@ def _foreign_lock_holders(directory: Directory | None) -> list[tuple[str, Holder
             if not _is_ltxpool(holder.pid)]
 
 
-def _level_status(replica: Replica, listing: Listing, now: float, foreign_temp_age: float) -> LevelStatus:
+def _level_status(replica: Replica, listing: Listing, snapshot: LtxFile | None, now: float,
+                  foreign_temp_age: float) -> LevelStatus:
     files = listing.files
     status = LevelStatus(listing.level, files=len(files), bytes=sum(f.size for f in files))
     # The level's TXID is the newest file's whose header confirms its name; the others are problems.
@@ -183,7 +184,7 @@ def _level_status(replica: Replica, listing: Listing, now: float, foreign_temp_a
                                        else newest.directory.lstat(newest.name)).st_ctime
         except FileNotFoundError:
             status.newest_file_time = None
-    for problem in level_problems(listing):
+    for problem in level_problems(listing, snapshot):
         status.gaps += problem.startswith("gap")
         status.overlaps += problem.startswith("overlap")
         status.problems.append(problem)
@@ -204,9 +205,10 @@ def replica_status(replica: Replica, now: float, foreign_temp_age: float = DEFAU
         raise LevelDirectoryError.from_oserror(replica.root, "status", exc) from exc
     listings = replica.list_all()
     latest = check_txid(listings) if any(listing.files for listing in listings.values()) else None
+    snapshot = latest_snapshot(listings)
     return ReplicaStatus(
         root=replica.root,
-        levels=[_level_status(replica, listings[level], now, foreign_temp_age) for level in LEVELS],
+        levels=[_level_status(replica, listings[level], snapshot, now, foreign_temp_age) for level in LEVELS],
         quarantined=len(quarantined_files(replica)),
         lost_ranges=coverage_gaps(listings),
         restore_problems=[] if latest is None else [f"{escape(latest.path)}: {latest.summary}"],
