@@ -76,6 +76,7 @@ def test_table_has_one_row_per_level_with_files_and_notes_for_every_problem(
     done = run_ltxpool("status", replica.root, timeout=30)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
+    ladder0 = sizes["0"] - os.path.getsize(replica.path_of(0, 1, 1))
     assert lines[0].split() == ["REPLICA", "LEVEL", "FILES", "BYTES", "MIN_TXID", "MAX_TXID", "GAPS", "OVERLAPS",
                                 "TEMP", "ORPHAN_TEMP", "NEWEST_AGE"]
     assert lines[1].split()[:10] == [replica.root, "0", "7", str(sizes["0"]), "1", "8", "1",
@@ -91,6 +92,8 @@ def test_table_has_one_row_per_level_with_files_and_notes_for_every_problem(
         f"{replica.path_of(0, 6, 6)}: latest TXID does not restore: TXID 8 is not reachable: gap after TXID 6: "
         "TXIDs 7-7 are in no file, between 0/0000000000000006-0000000000000006.ltx and "
         "0/0000000000000008-0000000000000008.ltx",
+        f"{replica.root}: since the snapshot at TXID 1 (TXIDs 2-): level 0 {ladder0} bytes, "
+        f"compaction {sizes['1']} bytes, write amplification {sizes['1'] / ladder0:.2f}",
     ]
 
 
