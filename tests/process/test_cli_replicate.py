@@ -30,9 +30,18 @@ def _start(*args: str) -> subprocess.Popen[str]:
     )
 
 
+def _ltx_paths(root: str) -> dict[str, str]:
+    """Replicate's files by name: the snapshot at level 9, the changes at level 0."""
+    paths = {}
+    for level in (0, 9):
+        directory = Replica(root).level_dir(level)
+        if os.path.isdir(directory):
+            paths.update({n: os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(".ltx")})
+    return paths
+
+
 def _ltx_names(root: str) -> list[str]:
-    directory = Replica(root).level_dir(0)
-    return sorted(n for n in os.listdir(directory) if n.endswith(".ltx"))
+    return sorted(_ltx_paths(root))
 
 
 def test_once_writes_a_snapshot_then_nothing_while_unchanged(tmp_path):
@@ -44,7 +53,7 @@ def test_once_writes_a_snapshot_then_nothing_while_unchanged(tmp_path):
     assert first.returncode == 0, first.stderr
     match = PROGRESS.match(first.stdout.strip())
     assert match and match.group(1) == "1" and match.group(4), first.stdout
-    assert int(match.group(3)) == os.path.getsize(Replica(root).path_of(0, 1, 1))
+    assert int(match.group(3)) == os.path.getsize(Replica(root).path_of(9, 1, 1)), "the snapshot is at level 9"
     second = run_ltxpool("replicate", db.path, root, "--once")
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip() == "no change since txid 1"
@@ -178,8 +187,8 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path, mode):
             process.wait(10)
             assert process.returncode == -signal.SIGKILL
             # An LTX file, once named, is never rewritten: a TXID written twice would show here.
-            for name in _ltx_names(root) if os.path.isdir(Replica(root).level_dir(0)) else []:
-                st = os.stat(os.path.join(Replica(root).level_dir(0), name))
+            for name, path in _ltx_paths(root).items():
+                st = os.stat(path)
                 assert written.setdefault(name, (st.st_ino, st.st_size)) == (st.st_ino, st.st_size), name
     finally:
         stop.set()

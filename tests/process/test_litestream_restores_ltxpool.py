@@ -179,8 +179,8 @@ def test_after_a_page_size_change_litestream_restores_both_generations_as_ltxpoo
     assert max(images) == before + 1
     replicate_changes(db, root, CHANGES[4:7], images)
     db.close()
-    with open_ltx(Replica(root).path_of(0, 1, before + 1)) as decoder:
-        assert decoder.header.page_size == 8192, "the new generation starts with a snapshot from TXID 1"
+    with open_ltx(Replica(root).path_of(9, 1, before + 1)) as decoder:
+        assert decoder.header.page_size == 8192, "the new generation starts with a snapshot from TXID 1, at level 9"
     assert_litestream_form(root)
     restored = assert_both_restore_every_txid(root, images, tmp_path / "out")
     assert before in restored and before + 1 in restored

@@ -22,7 +22,7 @@ DEAD_PID = 4_194_304 + 12_345  # above the kernel's largest pid_max: no such pro
 @pytest.fixture
 def known(tmp_path: Path) -> tuple[Replica, dict[str, int]]:
     """Level 0: TXIDs 1-5 compacted, 6 and 8 (7 lost), 4 temp files of which 2 orphans;
-    level 1: [1-5] and an overlapping [3-6]; one quarantined file."""
+    level 1: [2-5] (after the snapshot at TXID 1) and an overlapping [3-6]; one quarantined file."""
     stream = SyntheticStream(Replica(tmp_path / "replica"), seed=3)
     stream.run(5)
     replica = stream.replica
@@ -61,7 +61,7 @@ def test_json_status_counts_files_bytes_txids_gaps_overlaps_temps_orphans_quaran
     assert (zero["files"], zero["bytes"], zero["min_txid"], zero["max_txid"]) == (7, sizes["0"], 1, 8)
     assert (zero["gaps"], zero["overlaps"], zero["temp_files"], zero["orphan_temp_files"]) == (1, 0, 4, 2)
     assert zero["problems"] == ["gap after TXID 6 at level 0"]
-    assert (one["files"], one["bytes"], one["min_txid"], one["max_txid"]) == (2, sizes["1"], 1, 6)
+    assert (one["files"], one["bytes"], one["min_txid"], one["max_txid"]) == (2, sizes["1"], 2, 6)
     assert (one["gaps"], one["overlaps"]) == (0, 1)
     newest = os.lstat(replica.path_of(1, 3, 6)).st_ctime
     assert one["newest_file_time"] == newest
@@ -76,21 +76,24 @@ def test_table_has_one_row_per_level_with_files_and_notes_for_every_problem(
     done = run_ltxpool("status", replica.root, timeout=30)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
+    ladder0 = sizes["0"] - os.path.getsize(replica.path_of(0, 1, 1))
     assert lines[0].split() == ["REPLICA", "LEVEL", "FILES", "BYTES", "MIN_TXID", "MAX_TXID", "GAPS", "OVERLAPS",
                                 "TEMP", "ORPHAN_TEMP", "NEWEST_AGE"]
     assert lines[1].split()[:10] == [replica.root, "0", "7", str(sizes["0"]), "1", "8", "1",
                                      "0", "4", "2"]
-    assert lines[2].split()[:10] == [replica.root, "1", "2", str(sizes["1"]), "1", "6", "0", "1", "0", "0"]
+    assert lines[2].split()[:10] == [replica.root, "1", "2", str(sizes["1"]), "2", "6", "0", "1", "0", "0"]
     assert lines[1].split()[10].endswith("s")
     assert lines[3:] == [
         f"{replica.root}: gap after TXID 6 at level 0",
-        f"{replica.root}: overlap at level 1: 0000000000000001-0000000000000005.ltx and "
+        f"{replica.root}: overlap at level 1: 0000000000000002-0000000000000005.ltx and "
         "0000000000000003-0000000000000006.ltx",
         f"{replica.root}: 1 quarantined files in {replica.quarantine_dir}",
         f"{replica.root}: TXIDs 7-7 are in no file at any level",
         f"{replica.path_of(0, 6, 6)}: latest TXID does not restore: TXID 8 is not reachable: gap after TXID 6: "
         "TXIDs 7-7 are in no file, between 0/0000000000000006-0000000000000006.ltx and "
         "0/0000000000000008-0000000000000008.ltx",
+        f"{replica.root}: since the snapshot at TXID 1 (TXIDs 2-): level 0 {ladder0} bytes, "
+        f"compaction {sizes['1']} bytes, write amplification {sizes['1'] / ladder0:.2f}",
     ]
 
 

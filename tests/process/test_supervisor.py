@@ -297,7 +297,9 @@ def test_worker_stuck_past_hang_timeout_is_killed_and_restarted_then_the_work_is
     replica = sources[0].replica
     pool = Pool(tmp_path, [replica], "--workers", "1", hang_timeout=1.0, crash_loop_restarts=20)
     try:
-        eventually(lambda: level_max_txid(replica, 1) == 3, what="first compaction")
+        # The whole first pass, level-9 snapshot included: a snapshot taken after the
+        # TXIDs below arrive would hold them, leaving level 1 nothing to do (#14).
+        eventually(lambda: level_max_txid(replica, 9) == 3, what="first compaction, up to the snapshot")
         mark = len(pool.lines)
         # Hold level 1's directory lock as a stuck writer would: the worker's next
         # compaction into level 1 waits for it forever.
@@ -320,7 +322,9 @@ def test_children_still_busy_after_the_grace_period_are_sigkilled_and_the_stop_s
     replica = sources[0].replica
     pool = Pool(tmp_path, [replica], "--workers", "1", "--log-level", "debug", grace=1.0)
     try:
-        eventually(lambda: level_max_txid(replica, 1) == 3, what="first compaction")
+        # The whole first pass, level-9 snapshot included: a snapshot taken after the
+        # TXIDs below arrive would hold them, leaving level 1 nothing to do (#14).
+        eventually(lambda: level_max_txid(replica, 9) == 3, what="first compaction, up to the snapshot")
         with DirLock(replica.level_dir(1)) as lock, lock.cleaning(timeout=5.0):
             mark = len(pool.lines)
             sources[0].run(1)
@@ -341,7 +345,9 @@ def test_second_sigint_stops_at_once_with_exit_130(tmp_path: Path) -> None:
     replica = sources[0].replica
     pool = Pool(tmp_path, [replica], "--workers", "1", "--log-level", "debug", grace=60.0)
     try:
-        eventually(lambda: level_max_txid(replica, 1) == 3, what="first compaction")
+        # The whole first pass, level-9 snapshot included: a snapshot taken after the
+        # TXIDs below arrive would hold them, leaving level 1 nothing to do (#14).
+        eventually(lambda: level_max_txid(replica, 9) == 3, what="first compaction, up to the snapshot")
         with DirLock(replica.level_dir(1)) as lock, lock.cleaning(timeout=5.0):
             mark = len(pool.lines)
             sources[0].run(1)

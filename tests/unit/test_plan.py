@@ -25,9 +25,9 @@ def test_compaction_takes_the_contiguous_run_after_the_newest_file_of_the_target
 
 
 def test_compaction_stops_at_a_gap_and_reports_it() -> None:
-    plan = plan_compaction(state(l0=[(1, 1), (2, 2), (4, 4)]), 1)
-    assert spans(plan.inputs) == [(0, 1, 1), (0, 2, 2)]
-    assert plan.problems == ["gap after TXID 2 at level 0 (next file 0000000000000004-0000000000000004.ltx)"]
+    plan = plan_compaction(state(l0=[(1, 1), (2, 2), (3, 3), (5, 5)]), 1)
+    assert spans(plan.inputs) == [(0, 2, 2), (0, 3, 3)]
+    assert plan.problems == ["gap after TXID 3 at level 0 (next file 0000000000000005-0000000000000005.ltx)"]
 
 
 def test_compaction_refuses_to_start_past_a_gap_after_the_target_level() -> None:
@@ -96,20 +96,46 @@ def test_coverage_gaps_are_ranges_no_level_holds() -> None:
 def test_a_backlog_larger_than_the_fan_in_is_compacted_over_several_rounds() -> None:
     listings = state(l0=[(t, t) for t in range(1, 11)])
     first = plan_compaction(listings, 1, max_inputs=4)
-    assert spans(first.inputs) == [(0, t, t) for t in range(1, 5)]
-    listings[1].files = [LtxFile(1, 1, 4, "/r/ltx/1/" + format_name(1, 4))]
-    assert spans(plan_compaction(listings, 1, max_inputs=4).inputs) == [(0, t, t) for t in range(5, 9)]
+    assert spans(first.inputs) == [(0, t, t) for t in range(2, 6)]
+    listings[1].files = [LtxFile(1, 2, 5, "/r/ltx/1/" + format_name(2, 5))]
+    assert spans(plan_compaction(listings, 1, max_inputs=4).inputs) == [(0, t, t) for t in range(6, 10)]
 
 
-def test_a_new_generation_snapshot_restarts_compaction_and_is_not_an_overlap() -> None:
-    listings = state(l0=[(1, 1), (2, 2), (3, 3), (1, 4), (5, 5)], l1=[(1, 2)])
-    assert spans(plan_compaction(listings, 1).inputs) == [(0, 1, 4), (0, 5, 5)]
+def test_a_new_generation_snapshot_restarts_compaction_after_it_and_is_not_an_overlap() -> None:
+    listings = state(l0=[(1, 1), (2, 2), (3, 3), (1, 4), (5, 5)], l1=[(2, 2)])
+    assert spans(plan_compaction(listings, 1).inputs) == [(0, 5, 5)]
     assert level_problems(listings[0]) == []
-    listings[1].files.append(LtxFile(1, 1, 5, "/r/ltx/1/" + format_name(1, 5)))
+    listings[1].files.append(LtxFile(1, 5, 5, "/r/ltx/1/" + format_name(5, 5)))
     listings[1].files.sort()
     assert plan_compaction(listings, 1).inputs == []
-    assert level_problems(listings[1]) == []
-    assert spans(plan_restore(listings).inputs) == [(1, 1, 5)]
+    assert spans(plan_restore(listings).inputs) == [(0, 1, 4), (1, 5, 5)]
+
+
+def test_compaction_starts_after_the_level_9_snapshot_never_at_its_txid() -> None:
+    listings = state(l9=[(1, 10)], l0=[(t, t) for t in range(11, 15)])
+    assert spans(plan_compaction(listings, 1).inputs) == [(0, t, t) for t in range(11, 15)]
+    listings = state(l9=[(1, 10)], l1=[(11, 12), (13, 14)], l2=[(11, 12)], l0=[])
+    assert spans(plan_compaction(listings, 2).inputs) == [(1, 13, 14)]
+    assert plan_compaction(listings, 2).problems == []
+
+
+def test_control_the_planner_before_14_starts_levels_1_to_3_at_the_snapshot() -> None:
+    listings = state(l0=[(1, 1), (2, 2), (3, 3)])
+    assert spans(plan_compaction(listings, 1, after_snapshot=False).inputs) == [(0, 1, 1), (0, 2, 2), (0, 3, 3)]
+    assert spans(plan_compaction(listings, 1).inputs) == [(0, 2, 2), (0, 3, 3)]
+
+
+def test_the_old_layout_converges_level_1_to_3_files_from_txid_1_are_passed_by_a_new_snapshot() -> None:
+    listings = state(l0=[(t, t) for t in range(1, 16)], l1=[(1, 10)], l2=[(1, 8)], l9=[(1, 12)])
+    assert spans(plan_compaction(listings, 1).inputs) == [(0, t, t) for t in range(13, 16)]
+    assert plan_compaction(listings, 2).inputs == []  # level 1 holds nothing after the snapshot yet
+
+
+def test_a_file_below_that_straddles_the_snapshot_is_taken_whole_not_left_to_stop_the_level() -> None:
+    listings = state(l9=[(1, 12)], l1=[(1, 10), (11, 15), (16, 20)], l2=[(1, 10)], l0=[])
+    assert spans(plan_compaction(listings, 2).inputs) == [(1, 11, 15), (1, 16, 20)]
+    overlapping = state(l9=[(1, 12)], l1=[(9, 15)], l2=[(1, 10)], l0=[])
+    assert plan_compaction(overlapping, 2).problems[0].startswith("overlap at level 1")
 
 
 def test_restore_beyond_the_latest_txid_says_so_and_names_the_latest_file() -> None:

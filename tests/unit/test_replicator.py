@@ -13,7 +13,7 @@ import pytest
 from ltxpool.ltx import lock_page, open_ltx, verify_file
 from ltxpool.replica.compactor import CompactionSettings, compaction_pass
 from ltxpool.replica.layout import Replica
-from ltxpool.replica.plan import level_problems
+from ltxpool.replica.plan import latest_snapshot, level_problems
 from ltxpool.replica.restore import restore
 from ltxpool.replicate.errors import (
     DatabaseBusyError,
@@ -29,7 +29,11 @@ MODES = ["wal", "delete"]
 
 
 def _level0(root: str) -> list[tuple[int, int]]:
-    return [(f.min_txid, f.max_txid) for f in Replica(root).list_level(0).files]
+    return _level(root, 0)
+
+
+def _level(root: str, level: int) -> list[tuple[int, int]]:
+    return [(f.min_txid, f.max_txid) for f in Replica(root).list_level(level).files]
 
 
 def _assert_every_txid_restores(root: str, images: dict[int, bytes], scratch: str) -> None:
@@ -155,8 +159,9 @@ def test_unchanged_database_writes_no_file(tmp_path, mode):
     with Replicator(db.path, root) as replicator:
         assert replicator.recovery == "resumed at TXID 1"
         assert replicator.step() is None
-    assert _level0(root) == [(1, 1)]
-    assert [n for n in os.listdir(Replica(root).level_dir(0)) if not n.startswith(".")] == [f"{1:016x}-{1:016x}.ltx"]
+    assert _level0(root) == [] and _level(root, 9) == [(1, 1)], "the first step is a snapshot, at level 9"
+    assert [n for n in os.listdir(Replica(root).level_dir(9)) if not n.startswith(".")] == [f"{1:016x}-{1:016x}.ltx"]
+    assert [n for n in os.listdir(Replica(root).level_dir(0)) if not n.startswith(".")] == []
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -204,7 +209,7 @@ def test_crash_between_ltx_file_and_state_replays_the_file(tmp_path, array_writt
         assert replicator.recovery == "replayed TXID 2-2 from level 0"
         result = replicator.step()
     assert result is not None and result.txid == 3 and not result.snapshot
-    assert _level0(root) == [(1, 1), (2, 2), (3, 3)]
+    assert _level0(root) == [(2, 2), (3, 3)] and _level(root, 9) == [(1, 1)]
     _assert_every_txid_restores(root, {3: db.image()}, str(tmp_path))
 
 
@@ -330,7 +335,7 @@ def test_database_past_one_gib_crosses_the_lock_page(tmp_path):
     assert lock not in pgnos and pgnos[-1] == first.commit and len(pgnos) == first.commit - 1
     verify_file(second.path)
     compacted = compact_level(Replica(root), 1)
-    assert compacted is not None and (compacted.min_txid, compacted.max_txid) == (1, 2)
+    assert compacted is not None and (compacted.min_txid, compacted.max_txid) == (2, 2), "level 1 starts after the snapshot"
     out = str(tmp_path / "restored.db")
     result = restore(Replica(root), out)
     assert result.txid == 2 and result.checksum_verified
@@ -361,8 +366,10 @@ def test_compaction_goes_on_across_a_page_size_change_and_every_level_restores(t
             images[replicator.step().txid] = db.image()
     levels = [r.level for r in compaction_pass(Replica(root), due_now, 10**10)]
     assert levels == [1, 2, 3, 9], "every level must compact the new generation"
-    for listing in Replica(root).list_all().values():
-        assert level_problems(listing) == [] or listing.level == 9
+    listings = Replica(root).list_all()
+    for listing in listings.values():
+        assert level_problems(listing, latest_snapshot(listings)) == [] or listing.level == 9
+    assert all(f.min_txid > 1 for level in (1, 2, 3) for f in listings[level].files), "no base in the ladder"
     latest = max(images)
     out = tmp_path / "latest.db"
     assert restore(Replica(root), out).txid == latest

@@ -114,3 +114,44 @@ def test_a_realistic_history_keeps_every_restorable_txid_within_retention() -> N
     assert covered_txids(after) == covered_txids(listings)
     assert doomed, "this history is old enough that retention must remove something"
     assert all(f.level != 9 for f in doomed)
+
+
+def _history(old_layout: bool) -> dict[int, Listing]:
+    """100 TXIDs: the first snapshot (level 9 now, level 0 before #14), level-0 changes,
+    level 1 every 10, level 2 every 50 and a level-9 snapshot at TXID 50; level 1-3
+    files start after the snapshot they follow (before #14: at TXID 1)."""
+    listings = {level: Listing(level) for level in LEVELS}
+
+    def add(level: int, a: int, b: int, age: float) -> None:
+        listings[level].files.append(LtxFile(level, a, b, f"/r/ltx/{level}/{format_name(a, b)}", 1, NOW - age))
+
+    add(0 if old_layout else 9, 1, 1, 10_000)
+    for t in range(2, 101):
+        add(0, t, t, 10_000 - t * 90)
+    for start in range(1, 101, 10):
+        add(1, 1 if old_layout and start == 1 else max(start, 2), start + 9, 10_000 - (start + 9) * 90 + 30)
+    add(2, 1 if old_layout else 2, 50, 10_000 - 50 * 90 + 60)
+    add(9, 1, 50, 10_000 - 50 * 90 + 90)
+    add(2, 51, 100, 10_000 - 100 * 90 + 60)
+    add(3, 51, 100, 10_000 - 100 * 90 + 90)
+    for listing in listings.values():
+        listing.files.sort()
+    return listings
+
+
+def test_with_the_snapshot_at_level_9_and_changes_at_levels_0_to_3_retention_keeps_every_chain_it_needs() -> None:
+    listings = _history(old_layout=False)
+    doomed = plan_retention(listings, POLICY, NOW)
+    after = without(listings, doomed)
+    assert latest(after) == 100 and covered_txids(after) == covered_txids(listings)
+    assert spans(plan_restore(after, 50).inputs) == [(9, 1, 50)]
+    assert (9, 1, 50) not in spans(doomed) and (9, 1, 1) in spans(doomed), "the newer snapshot covers the first"
+
+
+def test_an_old_layout_history_loses_its_base_copies_once_a_level_9_snapshot_covers_them() -> None:
+    listings = _history(old_layout=True)
+    doomed = plan_retention(listings, POLICY, NOW)
+    after = without(listings, doomed)
+    assert latest(after) == 100 and covered_txids(after) == covered_txids(listings)
+    assert {(0, 1, 1), (1, 1, 10), (2, 1, 50)} <= set(spans(doomed))
+    assert not any(f.min_txid == 1 for level in (0, 1, 2, 3) for f in after[level].files)

@@ -47,6 +47,7 @@ from ltxpool.replica.layout import (
 from ltxpool.replica.merge import merge_frames, merged_header
 from ltxpool.replica.plan import (
     coverage_gaps,
+    latest_snapshot,
     level_problems,
     plan_compaction,
     plan_restore,
@@ -96,6 +97,7 @@ __all__ = [
     "merge_frames",
     "merged_header",
     "next_due",
+    "latest_snapshot",
     "plan_compaction",
     "plan_restore",
     "plan_retention",

@@ -8,8 +8,14 @@ simply skipped), and the output is written through the atomic writer under the
 level directory's lock, so the janitor can never remove its temp file (#670).
 
 A level-9 snapshot is the merge of the latest restore chain: the newest snapshot
-(if any) and every file after it. Litestream takes its snapshots from the live
-database instead; both give a file starting at TXID 1 that holds every page.
+(if any) and every file after it, streamed page by page (``merge_files``), so its
+memory does not grow with the database. Litestream takes its snapshots from the live
+database instead; both give a file starting at TXID 1 that holds every page. Levels
+1-3 hold only what follows the latest snapshot (``plan_compaction``): the base is
+written once per snapshot, at level 9, never copied up the ladder (Litestream #1510).
+A replica in the layout before #14 (snapshot at level 0, level 1-3 files from TXID 1)
+converges as it is compacted: the next level-9 snapshot becomes the base, later level
+1-3 files start after it, and retention removes the old copies it covers.
 
 As Litestream does, an output file's mtime is set to its header timestamp: Litestream's
 retention reads file times, and a replica may be shared with it.
@@ -63,10 +69,14 @@ class CompactionResult:
     seconds: float
 
 
-def plan_for(listings: Mapping[int, Listing], level: int) -> Plan:
-    """What compacting ``level`` would merge now (an empty plan: nothing to do)."""
+def plan_for(listings: Mapping[int, Listing], level: int, *, after_snapshot: bool = True) -> Plan:
+    """What compacting ``level`` would merge now (an empty plan: nothing to do).
+
+    ``after_snapshot=False``: the level 1-3 planner before #14, for tests and benchmarks
+    (see :func:`~ltxpool.replica.plan.plan_compaction`).
+    """
     if level != SNAPSHOT_LEVEL:
-        return plan_compaction(listings, level)
+        return plan_compaction(listings, level, after_snapshot=after_snapshot)
     if not any(listing.files for listing in listings.values()):
         return Plan()
     plan = plan_restore(listings)
@@ -92,7 +102,7 @@ def output_access(inputs: Sequence[LtxFile]) -> tuple[int, tuple[int, int] | Non
 
 
 def compact_level(replica: Replica, level: int, *, pool: int | None = None,
-                  lock_timeout: float = DEFAULT_TIMEOUT) -> CompactionResult | None:
+                  lock_timeout: float = DEFAULT_TIMEOUT, after_snapshot: bool = True) -> CompactionResult | None:
     """Compact ``level`` now if this process can claim it and there is work; else None.
 
     The level directory is opened once; the claim, the lock and the write all go
@@ -100,6 +110,7 @@ def compact_level(replica: Replica, level: int, *, pool: int | None = None,
     ``pool``: the supervisor whose workers may hold the claim (then: None, taken);
     any other holder raises ``ClaimHeld`` naming it. ``lock_timeout``: the longest
     the write waits for the directory lock (then ``LockTimeout`` naming the holder).
+    ``after_snapshot=False`` is for tests and benchmarks only (the planner before #14).
     """
     directory = replica.level_directory(level, create=True, parents=False)
     if directory is None:
@@ -107,7 +118,7 @@ def compact_level(replica: Replica, level: int, *, pool: int | None = None,
     with directory, claim_in(directory, pool=pool) as claim, claim.held() as mine:
         if not mine:
             return None
-        plan = checked_inputs(plan_for(replica.list_all(), level))
+        plan = checked_inputs(plan_for(replica.list_all(), level, after_snapshot=after_snapshot))
         for problem in plan.problems:
             log.warning("%s: level %d: %s", escape(replica.root), level, escape(problem))
         if not plan.inputs:

@@ -19,6 +19,7 @@ __all__ = [
     "MAX_COMPACTION_INPUTS",
     "Plan",
     "current_generation",
+    "latest_snapshot",
     "plan_compaction",
     "plan_restore",
     "level_problems",
@@ -61,12 +62,8 @@ def current_generation(files: list[LtxFile]) -> list[LtxFile]:
 
 def _contiguous_run(files: list[LtxFile], after: int, plan: Plan, strict_start: bool, limit: int) -> None:
     """Append to ``plan`` the run of ``files`` that starts right after TXID ``after`` (at most ``limit``)."""
-    level_files = [f for f in current_generation(files) if f.max_txid > after]
     position = after
-    if level_files and level_files[0].min_txid == 1:
-        # A generation snapshot newer than everything compacted: the run starts with it.
-        position, strict_start = 0, False
-    for f in level_files[:limit]:
+    for f in [f for f in current_generation(files) if f.max_txid > after][:limit]:
         if f.min_txid <= position:
             plan.problems.append(
                 f"overlap at level {f.level}: {f.name} starts at TXID {f.min_txid}, "
@@ -80,24 +77,64 @@ def _contiguous_run(files: list[LtxFile], after: int, plan: Plan, strict_start: 
         position = f.max_txid
 
 
+def latest_snapshot(listings: Mapping[int, Listing]) -> LtxFile | None:
+    """The newest file that starts at TXID 1, at any level (level 9 first on a tie).
+
+    Any file from TXID 1 is a full image: a snapshot at level 9, replicate's first
+    step or a new generation, or -- in the layout before #14 -- a level 0 snapshot
+    and the level 1-3 files compacted up from it.
+    """
+    bases = [f for listing in listings.values() for f in listing.files if f.min_txid == 1]
+    return max(bases, key=lambda f: (f.max_txid, f.level), default=None)
+
+
 #: A merge keeps every input open (one descriptor, one read buffer): a backlog larger
 #: than this is compacted over several rounds instead of all at once.
 MAX_COMPACTION_INPUTS = 256
 
 
-def plan_compaction(listings: Mapping[int, Listing], level: int, max_inputs: int = MAX_COMPACTION_INPUTS) -> Plan:
+def plan_compaction(listings: Mapping[int, Listing], level: int, max_inputs: int = MAX_COMPACTION_INPUTS,
+                    *, after_snapshot: bool = True) -> Plan:
     """Inputs for compacting level ``level - 1`` into ``level`` (1..3).
 
-    The contiguous run of files at ``level - 1`` that starts right after the newest
-    TXID already at ``level``, at most ``max_inputs`` of them. An empty plan (nothing
-    new) is an ordinary result.
+    The contiguous run of files at ``level - 1`` that starts right after both the
+    newest TXID already at ``level`` and the latest snapshot (:func:`latest_snapshot`),
+    at most ``max_inputs`` of them. Starting after the snapshot is what keeps the
+    DB-sized image out of levels 1-3 (Litestream #1510): the snapshot already covers
+    every TXID up to its own, so copying it into each level would only rewrite the
+    base. No level 1-3 file starts at TXID 1 this way; the one exception to "after the
+    snapshot" is a file below that straddles it (a compaction that ran while the
+    snapshot was taken): it is taken whole, else that level would stop until the next
+    snapshot. An empty plan (nothing new) is an ordinary result.
+
+    ``after_snapshot=False`` is for tests and benchmarks only: the planner before #14,
+    whose level 1-3 files start at TXID 1 and copy the base into every level.
     """
     if level not in COMPACTION_LEVELS:
         raise ValueError(f"compaction levels are {COMPACTION_LEVELS}, not {level}")
-    done = max((f.max_txid for f in listings[level].files), default=0)
+    own = max((f.max_txid for f in listings[level].files), default=0)
+    below = listings[level - 1].files
     plan = Plan()
-    _contiguous_run(listings[level - 1].files, done, plan, strict_start=done > 0, limit=max_inputs)
+    if not after_snapshot:
+        _old_contiguous_run(below, own, plan, strict_start=own > 0, limit=max_inputs)
+        return plan
+    snapshot = latest_snapshot(listings)
+    done = max(own, 0 if snapshot is None else snapshot.max_txid)
+    if done > own:
+        straddling = next((f for f in current_generation(below) if f.max_txid > done), None)
+        if straddling is not None and own < straddling.min_txid <= done:
+            done = straddling.min_txid - 1
+    _contiguous_run(below, done, plan, strict_start=done > 0, limit=max_inputs)
     return plan
+
+
+def _old_contiguous_run(files: list[LtxFile], after: int, plan: Plan, strict_start: bool, limit: int) -> None:
+    """The planner before #14 (test control only): a generation snapshot newer than what the
+    level holds starts the run, so the base climbs the ladder."""
+    level_files = [f for f in current_generation(files) if f.max_txid > after]
+    if level_files and level_files[0].min_txid == 1:
+        after, strict_start = 0, False
+    _contiguous_run(files, after, plan, strict_start, limit)
 
 
 def _shortest_chains(listings: Mapping[int, Listing], txid: int | None) -> dict[int, LtxFile | None]:
@@ -197,10 +234,16 @@ def plan_restore(listings: Mapping[int, Listing], txid: int | None = None, *, al
     return Plan(inputs=_chain_to(reached, end), problems=[reason], unreachable=reason)
 
 
-def level_problems(listing: Listing) -> list[str]:
-    """Gaps and overlaps between consecutive files of one level's current generation."""
+def level_problems(listing: Listing, snapshot: LtxFile | None = None) -> list[str]:
+    """Gaps and overlaps between consecutive files of one level's current generation.
+
+    ``snapshot``: the replica's latest (:func:`latest_snapshot`). Files of the level
+    that end at or before it are superseded by it, not part of the chain: a new
+    generation's snapshot is at level 9, so level 0 jumps over its TXID, which is no gap.
+    """
     problems = []
-    files = current_generation(listing.files)
+    base = 0 if snapshot is None else snapshot.max_txid
+    files = [f for f in current_generation(listing.files) if f.max_txid > base or f is snapshot]
     for before, after in pairwise(files):
         if after.min_txid <= before.max_txid:
             problems.append(f"overlap at level {listing.level}: {before.name} and {after.name}")

@@ -5,7 +5,8 @@ Per level: files, bytes, TXID range, gaps and overlaps between consecutive files
 (``level_problems``), temp files and how many of them are orphans, and the time of
 the newest file. Per replica: quarantined files, and TXID ranges that no level holds
 any more (``coverage_gaps``: lost, unlike a hole at a low level that a higher level
-covers, which is retention doing its job).
+covers, which is retention doing its job), and what the ladder costs since the latest
+snapshot (``ltxpool.replica.ladder_cost``: compaction bytes, write amplification).
 
 *Orphan* temp file, as far as a reader without the lock can tell: an ltxpool temp
 file whose writer (the pid in its name) no longer exists, or another tool's ``*.tmp``
@@ -41,8 +42,9 @@ from ltxpool.replica.chain_check import check_txid, trusted_newest
 from ltxpool.replica.directory import Directory
 from ltxpool.replica.errors import DirectoryError, LevelDirectoryError
 from ltxpool.replica.janitor import DEFAULT_FOREIGN_TEMP_AGE
-from ltxpool.replica.layout import LEVELS, PROBLEM_NAME, STATE_DIR, Listing, Replica
-from ltxpool.replica.plan import coverage_gaps, level_problems
+from ltxpool.replica.ladder_cost import LadderCost, ladder_cost
+from ltxpool.replica.layout import LEVELS, PROBLEM_NAME, STATE_DIR, Listing, LtxFile, Replica
+from ltxpool.replica.plan import coverage_gaps, latest_snapshot, level_problems
 from ltxpool.replica.quarantine import quarantined_files
 
 # A problem note is a line or two; never read more of a file a tenant may have planted.
@@ -89,6 +91,8 @@ class ReplicaStatus:
     replicate_problem: str | None = None
     # Why the replica could not be read at all (one line, names escaped); None: it was read.
     unreadable: str | None = None
+    # Bytes compaction wrote since the latest snapshot, per byte at level 0; None: unreadable.
+    ladder: LadderCost | None = None
 
 
 def _writer_gone(name: str) -> bool:
@@ -169,7 +173,8 @@ def _foreign_lock_holders(directory: Directory | None) -> list[tuple[str, Holder
             if not _is_ltxpool(holder.pid)]
 
 
-def _level_status(replica: Replica, listing: Listing, now: float, foreign_temp_age: float) -> LevelStatus:
+def _level_status(replica: Replica, listing: Listing, snapshot: LtxFile | None, now: float,
+                  foreign_temp_age: float) -> LevelStatus:
     files = listing.files
     status = LevelStatus(listing.level, files=len(files), bytes=sum(f.size for f in files))
     # The level's TXID is the newest file's whose header confirms its name; the others are problems.
@@ -183,7 +188,7 @@ def _level_status(replica: Replica, listing: Listing, now: float, foreign_temp_a
                                        else newest.directory.lstat(newest.name)).st_ctime
         except FileNotFoundError:
             status.newest_file_time = None
-    for problem in level_problems(listing):
+    for problem in level_problems(listing, snapshot):
         status.gaps += problem.startswith("gap")
         status.overlaps += problem.startswith("overlap")
         status.problems.append(problem)
@@ -204,13 +209,15 @@ def replica_status(replica: Replica, now: float, foreign_temp_age: float = DEFAU
         raise LevelDirectoryError.from_oserror(replica.root, "status", exc) from exc
     listings = replica.list_all()
     latest = check_txid(listings) if any(listing.files for listing in listings.values()) else None
+    snapshot = latest_snapshot(listings)
     return ReplicaStatus(
         root=replica.root,
-        levels=[_level_status(replica, listings[level], now, foreign_temp_age) for level in LEVELS],
+        levels=[_level_status(replica, listings[level], snapshot, now, foreign_temp_age) for level in LEVELS],
         quarantined=len(quarantined_files(replica)),
         lost_ranges=coverage_gaps(listings),
         restore_problems=[] if latest is None else [f"{escape(latest.path)}: {latest.summary}"],
         replicate_problem=_replicate_problem(replica, now),
+        ladder=ladder_cost(listings),
     )
 
 
@@ -276,6 +283,9 @@ def status_document(statuses: Sequence[ReplicaStatus], now: float) -> dict[str, 
             "restore_problems": status.restore_problems,
             "replicate_problem": status.replicate_problem,
             "unreadable": status.unreadable,
+            "ladder": None if status.ladder is None else {
+                **asdict(status.ladder), "write_amplification": status.ladder.write_amplification,
+            },
             "levels": levels,
         })
     return {"time": now, "replicas": replicas}
@@ -320,6 +330,8 @@ def format_table(statuses: Sequence[ReplicaStatus], now: float) -> str:
         notes.extend(status.restore_problems)
         if status.replicate_problem is not None:
             notes.append(f"{root}: {status.replicate_problem}")
+        if status.ladder is not None and status.ladder.window_start is not None:
+            notes.append(f"{root}: {_ladder_note(status.ladder)}")
         if not any(level.files for level in status.levels):
             notes.append(f"{root}: no LTX files")
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
@@ -327,6 +339,13 @@ def format_table(statuses: Sequence[ReplicaStatus], now: float) -> str:
              for row in rows]
     # Notes quote problem texts built elsewhere: one_line keeps each one a line, whatever they hold.
     return "\n".join([*lines, *(one_line(note) for note in notes)])
+
+
+def _ladder_note(cost: LadderCost) -> str:
+    amplification = "-" if cost.write_amplification is None else f"{cost.write_amplification:.2f}"
+    since = "no snapshot" if cost.snapshot_txid is None else f"the snapshot at TXID {cost.snapshot_txid}"
+    return (f"since {since} (TXIDs {cost.window_start}-): level 0 {cost.level0_bytes} bytes, "
+            f"compaction {cost.compaction_bytes} bytes, write amplification {amplification}")
 
 
 def status_metrics(statuses: Sequence[ReplicaStatus]) -> Iterator[GaugeMetricFamily]:
@@ -356,11 +375,27 @@ def status_metrics(statuses: Sequence[ReplicaStatus]) -> Iterator[GaugeMetricFam
     restorable = GaugeMetricFamily("ltxpool_replica_latest_restorable",
                                    "1 if the latest TXID's restore chain is complete (headers and page indexes)",
                                    labels=["replica"])
+    ladder = {
+        "snapshot_bytes": GaugeMetricFamily("ltxpool_replica_snapshot_bytes", "Bytes of the latest snapshot",
+                                            labels=["replica"]),
+        "level0_bytes": GaugeMetricFamily("ltxpool_replica_level0_bytes_since_snapshot",
+                                          "Bytes of level-0 files since the latest snapshot (status: window)",
+                                          labels=["replica"]),
+        "compaction_bytes": GaugeMetricFamily("ltxpool_replica_compaction_bytes_since_snapshot",
+                                              "Bytes of level 1-3 files over the same TXIDs", labels=["replica"]),
+        "write_amplification": GaugeMetricFamily("ltxpool_replica_write_amplification",
+                                                 "Compaction bytes per level-0 byte since the latest snapshot",
+                                                 labels=["replica"]),
+    }
     for status in statuses:
         root = escape(status.root)
         if status.unreadable is not None:
             readable.add_metric([root], 0)
             continue
+        for key, family in ladder.items():
+            value = None if status.ladder is None else getattr(status.ladder, key)
+            if value is not None:
+                family.add_metric([root], float(value))
         for level in status.levels:
             labels = [root, str(level.level)]
             for key, family in families.items():
@@ -373,6 +408,7 @@ def status_metrics(statuses: Sequence[ReplicaStatus]) -> Iterator[GaugeMetricFam
         restorable.add_metric([root], 0 if status.restore_problems else 1)
     yield from families.values()
     yield from (quarantined, lost, readable, restorable)
+    yield from ladder.values()
 
 
 class StatusCollector(Collector):

@@ -116,7 +116,13 @@ def _complete(checksums: array[int], commit: int, skip: int) -> bool:
 
 
 def _replay(replica: Replica, state: ReplicationState, checksums: array[int], top: int) -> ReplicationState | None:
-    """Apply level-0 files state.txid+1..top to ``checksums``; None if they are not all there."""
+    """Apply level-0 files state.txid+1..top to ``checksums``; None if they are not all there.
+
+    Snapshots are written to level 9, not 0, so a state behind one (a crash between the
+    first step's or a new generation's file and its state) is not replayed here: the
+    caller rebuilds it, which reads that same snapshot and the level-0 files after it.
+    A snapshot at level 0 (the layout before #14) is still replayed.
+    """
     by_max = {f.max_txid: f for f in replica.list_level(0).files}
     chain: list[LtxFile] = []
     txid = top

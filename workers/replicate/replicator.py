@@ -1,13 +1,16 @@
-"""Ingest: a live SQLite database -> level-0 LTX files, one per step, TXID + 1 each.
+"""Ingest: a live SQLite database -> LTX files, one per step, TXID + 1 each.
 
 Data flow of one step::
 
     SqliteSource.capture  --image (consistent, candidates)-->  compare page checksums
         with the checksum array of the last TXID  --changed pages-->  Encoder
-        --> AtomicWriter under the level-0 DirLock  --durable-->  StateStore.save
+        --> AtomicWriter under the level-0 DirLock (a snapshot: level 9's)
+        --durable-->  StateStore.save
 
 * First step (empty replica): a snapshot, TXID 1, every page 1..commit but the
-  lock page (``0000000000000001-0000000000000001.ltx``).
+  lock page, written straight to level 9 (``ltx/9/0000000000000001-0000000000000001.ltx``):
+  level 0 holds only incremental changes, so compaction never copies a DB-sized image
+  into levels 1-3 (Litestream #1510, the fix its PR #1514 proposes).
 * Later steps: only pages whose checksum differs from the array (8 bytes a page,
   ``ltxpool.replicate.state``), commit = the page count now (a shrink drops the pages
   above it, a growth adds them). The database checksum, rolled forward page by
@@ -19,7 +22,7 @@ Data flow of one step::
   chain has one page size (``ltxpool.replica.merge`` refuses to mix them) and a pre-apply
   checksum over pages of the old size means nothing to the new ones, so the chain
   starts again -- the LTX way of saying "a new generation": a snapshot with min
-  TXID 1 and max TXID = last + 1 (``0000000000000001-<T>.ltx``). TXIDs keep counting,
+  TXID 1 and max TXID = last + 1 (``ltx/9/0000000000000001-<T>.ltx``). TXIDs keep counting,
   so every TXID still names one state of the database: a restore to T-1 uses the
   old chain, to T and later the new snapshot and what follows it.
 * Which pages to compare: the image's candidates (the pages of the WAL frames since
@@ -76,7 +79,7 @@ from ltxpool.replica.access import FileAccess
 from ltxpool.replica.atomic import AtomicWriter
 from ltxpool.replica.directory import Directory, dir_lock
 from ltxpool.replica.janitor import sweep_temp_files
-from ltxpool.replica.layout import Replica
+from ltxpool.replica.layout import SNAPSHOT_LEVEL, Replica
 from ltxpool.replica.roots import check_root
 from ltxpool.replica.txid_record import RECORD_LIMIT
 from ltxpool.replicate.errors import DatabaseMismatchError, IncompleteStepError
@@ -165,11 +168,17 @@ class Replicator:
         prove_completeness: bool = True,
         lock_timeout: float = DEFAULT_TIMEOUT,
         lock_inside_sqlite: bool = False,
+        snapshot_level: int = SNAPSHOT_LEVEL,
     ) -> None:
-        """``lock_timeout``: the longest a step waits for level 0's directory lock.
+        """``lock_timeout``: the longest a step waits for a level's directory lock.
         ``lock_inside_sqlite=True`` is for tests only: the step waits for the lock
         inside SQLite's read transaction (the order before #13), so that a test can
-        show the app's writes failing because of it."""
+        show the app's writes failing because of it. ``snapshot_level=0`` is for tests
+        and benchmarks only: snapshots go to level 0, the layout before #14, so that a
+        test can build an old replica and show what the new layout prevents."""
+        if snapshot_level not in (0, SNAPSHOT_LEVEL):
+            raise ValueError(f"snapshots go to level {SNAPSHOT_LEVEL} (or 0, the old layout), not {snapshot_level}")
+        self.snapshot_level = snapshot_level
         self.replica = replica if isinstance(replica, Replica) else Replica(replica)
         self.database = os.path.realpath(os.fspath(database))
         self.pin = pin
@@ -185,6 +194,9 @@ class Replicator:
             level0 = self.replica.level_directory(0, create=True)
             assert level0 is not None
             self.level0: Directory = stack.enter_context(level0)
+            snapshots = self.replica.level_directory(snapshot_level, create=True)
+            assert snapshots is not None
+            self.snapshots: Directory = stack.enter_context(snapshots)
             self.store = stack.enter_context(StateStore(self.replica.root))
             saved, checksums = self.store.load()
             if saved is not None and saved.database != self.database:
@@ -199,6 +211,8 @@ class Replicator:
         self.state: ReplicationState = reconciled.state
         self.checksums = reconciled.checksums
         self.recovery = reconciled.how
+        # The level directory the last capture wanted to write (a busy lock is waited for there).
+        self._target: Directory = self.level0
         # (monotonic time, seconds) of the last step that compared every page.
         self.last_full_compare: tuple[float, float] | None = None
         self._remove_own_orphans()
@@ -234,7 +248,10 @@ class Replicator:
             try:
                 self.store.close()
             finally:
-                self.level0.close()
+                try:
+                    self.level0.close()
+                finally:
+                    self.snapshots.close()
 
     def __enter__(self) -> Replicator:
         return self
@@ -245,8 +262,9 @@ class Replicator:
     def step(self) -> StepResult | None:
         """Capture the database; write one LTX file if it changed since the last TXID.
 
-        Raises :class:`LockTimeout` (naming the holder) if level 0's directory lock
-        stays busy for ``lock_timeout``; no SQLite lock is held during that wait.
+        Raises :class:`LockTimeout` (naming the holder) if the directory lock of the
+        level it writes (0, or 9 for a snapshot) stays busy for ``lock_timeout``; no
+        SQLite lock is held during that wait.
         """
         started = time.monotonic()
         try:
@@ -255,10 +273,11 @@ class Replicator:
             if self._lock_inside_sqlite:
                 raise
         # The capture is gone with its read transaction: wait here, then capture anew.
-        with dir_lock(self.level0, timeout=self.lock_timeout) as lock, lock.writing():
-            return self._step(started, lock)
+        directory = self._target
+        with dir_lock(directory, timeout=self.lock_timeout) as lock, lock.writing():
+            return self._step(started, (directory, lock))
 
-    def _step(self, started: float, lock: DirLock | None) -> StepResult | None:
+    def _step(self, started: float, held: tuple[Directory, DirLock] | None) -> StepResult | None:
         state = self.state
         with ExitStack() as stack:
             with self.source.capture(state.position, pin=self.pin) as image:
@@ -284,8 +303,13 @@ class Replicator:
                     wal_salt1=image.wal_range[2],
                     wal_salt2=image.wal_range[3],
                 )
-                path = self.replica.path_of(0, header.min_txid, txid)
-                sink = _LazySink(stack, path, self.level0, self.access, lock,
+                level = self.snapshot_level if snapshot else 0
+                self._target = self.snapshots if snapshot else self.level0
+                path = self.replica.path_of(level, header.min_txid, txid)
+                # A lock taken for the other level (the page size changed between the
+                # captures) is no use here: the sink only tries this one's.
+                lock = held[1] if held is not None and held[0] is self._target else None
+                sink = _LazySink(stack, path, self._target, self.access, lock,
                                  self.lock_timeout if self._lock_inside_sqlite else 0.0)
                 encoder = Encoder(sink, header)
                 if snapshot:
