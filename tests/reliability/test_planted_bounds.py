@@ -231,8 +231,9 @@ def test_a_name_its_header_contradicts_is_a_problem_not_a_txid_for_status_restor
     )
     assert outcome.txid == 2 and outcome.gap is not None and planted in outcome.gap
     assert (tmp_path / "allowed.db").read_bytes() == stream.images[2]
-    assert compacted is not None and (compacted.min_txid, compacted.max_txid) == (1, 2)
-    assert [f.name for f in stream.replica.list_level(1).files] == ["0000000000000001-0000000000000002.ltx"]
+    # Level 1 starts after the snapshot (TXID 1, #14) and stops before the misnamed file.
+    assert compacted is not None and (compacted.min_txid, compacted.max_txid) == (2, 2)
+    assert [f.name for f in stream.replica.list_level(1).files] == ["0000000000000002-0000000000000002.ltx"]
     with pytest.raises(CorruptLTXError, match="the file name says 3-255: the replica's newest TXID is in doubt"):
         reconcile(stream.replica, database, None, new_checksum_array(), recorded=no_record)
     # The janitor's quarantine takes it; then the replica is whole up to TXID 2 again.
