@@ -252,3 +252,98 @@ def test_replicates_state_is_never_written_through_a_swapped_folder(
         assert (root / ".ltxpool-replicate.moved" / "state.json").exists()
     else:
         assert (host["decoy"] / "state.json").exists(), "control: by-path state writes landed in the root-only folder"
+
+
+class _FollowingLinks:
+    """The control for the database swap: ``os`` as the source saw it before, following links."""
+
+    O_NOFOLLOW = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return os.stat if name == "lstat" else getattr(os, name)
+
+
+SECRET = b"ROOT-ONLY-PAYROLL-4242"
+
+
+@pytest.mark.parametrize("protected", PROTECTED)
+def test_a_database_swapped_for_a_link_to_roots_database_is_never_replicated(
+    host: dict[str, Path], tenant: User, protected: bool, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """#13 review: the tenant renames a symlink to a root-only database over its own, between steps."""
+    from ltxpool.replicate import sqlite_source
+    from ltxpool.replicate.errors import SourceError
+
+    secret = host["decoy"] / "secret.db"
+    with contextlib.closing(sqlite3.connect(secret)) as connection, connection:
+        connection.execute("CREATE TABLE pay(x)")
+        connection.execute("INSERT INTO pay VALUES (?)", (SECRET,))
+    os.chmod(secret, 0o600)
+    folder = host["base"] / "tenant-app"
+    folder.mkdir()
+    database = folder / "app.db"
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        connection.execute("CREATE TABLE t(x)")
+        connection.execute("INSERT INTO t VALUES ('mine')")
+    chown_tree(folder, tenant)
+    root = host["base"] / "tenant-app-replica"
+    with Replicator(database, root) as replicator:
+        assert replicator.step() is not None
+        swapped = run_as(tenant, ["sh", "-c", f'ln -s "{secret}" "{folder}/new" && mv -T "{folder}/new" "{database}"'])
+        assert swapped.returncode == 0, swapped.stderr
+        if protected:
+            with pytest.raises(SourceError, match="symbolic link"):
+                replicator.step()
+        else:
+            monkeypatch.setattr(sqlite_source, "os", _FollowingLinks())
+            replicator.source._access = None  # the owner and mode check off, too
+            assert replicator.step() is not None
+    leaked = [p for p in root.rglob("*.ltx") if SECRET in _decoded(p)]
+    if protected:
+        assert leaked == []
+    else:
+        assert leaked, "control: following the link replicates root's database into the tenant's replica"
+
+
+def _decoded(path: Path) -> bytes:
+    from ltxpool.ltx import open_ltx
+
+    with open_ltx(path) as decoder:
+        return b"".join(page for _, page in decoder.pages())
+
+
+@pytest.mark.timeout(60)
+def test_fifos_planted_in_replicates_state_never_hang_restore_or_replicate(
+    host: dict[str, Path], tenant: User,
+) -> None:
+    """#13 review: the tenant owns ``.ltxpool-replicate`` and puts FIFOs where root reads."""
+    import threading
+
+    from ltxpool.replica.errors import TxidRecordError
+
+    database = host["base"] / "fifo.db"
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        connection.execute("CREATE TABLE t(x)")
+    os.chown(database, tenant.uid, tenant.gid)
+    root = host["base"] / "fifo-replica"
+    with Replicator(database, root) as replicator:
+        assert replicator.step() is not None
+    state = root / ".ltxpool-replicate"
+    planted = run_as(tenant, ["sh", "-c", f'cd "{state}" && rm -f state.json && mkfifo state.json'])
+    assert planted.returncode == 0, planted.stderr
+    with Replicator(database, root) as replicator:  # state.json is a FIFO: rebuilt from the replica
+        assert "rebuilt" in replicator.recovery
+    planted = run_as(tenant, ["sh", "-c", f'cd "{state}" && rm -f txids && mkfifo txids'])
+    assert planted.returncode == 0, planted.stderr
+    result = restore(Replica(root), host["base"] / "out.db")
+    assert not result.checksum_verified  # the FIFO is no record
+    with pytest.raises(TxidRecordError, match="not a regular file"):  # at once, naming it
+        Replicator(database, root)
+    # Control: a plain blocking open of the same FIFO does hang, until a writer comes.
+    opened = threading.Event()
+    reader = threading.Thread(target=lambda: (os.close(os.open(state / "txids", os.O_RDONLY)), opened.set()))
+    reader.start()
+    assert not opened.wait(0.5), "control: a blocking open of a FIFO waits for a writer"
+    os.close(os.open(state / "txids", os.O_WRONLY))
+    reader.join(5)
+    assert opened.is_set()

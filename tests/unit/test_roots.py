@@ -50,7 +50,7 @@ def test_a_root_in_a_folder_anyone_may_write_is_refused_unless_sticky(tmp_path: 
     shared = tmp_path / "shared"
     shared.mkdir()
     os.chmod(shared, 0o777)
-    assert "anyone may write" in refused(shared / "replica")
+    assert "group or others may write" in refused(shared / "replica")
     os.chmod(shared, 0o1777)
     check_root(shared / "replica")
 
@@ -67,3 +67,22 @@ def test_a_root_owned_by_someone_unexpected_is_refused_unless_named(tmp_path: Pa
 def test_a_file_is_not_a_root(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"")
     assert "Not a directory" in refused(tmp_path / "file")
+
+
+def test_a_root_in_a_group_writable_folder_is_refused_unless_sticky(tmp_path: Path) -> None:
+    shared = tmp_path / "team"
+    shared.mkdir()
+    os.chmod(shared, 0o775)
+    assert "group or others may write" in refused(shared / "replica")
+    os.chmod(shared, 0o1775)
+    check_root(shared / "replica")
+
+
+def test_a_root_below_a_folder_someone_else_owns_is_refused(tmp_path: Path) -> None:
+    """Its owner could swap the root (or a folder between) for a link to a root-only folder."""
+    theirs = tmp_path / "tenant-home"
+    theirs.mkdir()
+    os.chown(theirs, 54321, 54321)
+    assert "owned by uid 54321" in refused(theirs / "replicas" / "app", [54321])
+    os.chown(theirs, 0, 0)
+    check_root(theirs / "replicas" / "app")

@@ -9,8 +9,10 @@ part that must be right from the start. Refused, each with the path and the reas
   ones that hold the system, and the bare shared tops (``/tmp``, ``/home``, ``/var``):
   ``replicate app.db /etc`` once wrote into ``/etc``;
 * a root writable by group or others: anyone could plant or swap files in it;
-* a folder above it writable by others without the sticky bit: anyone could swap the
-  root itself for a link (``/tmp`` is sticky: only an entry's owner may rename it);
+* a folder above it writable by group or others without the sticky bit, or owned by
+  anyone but root and the pool's user: they could swap the root itself for a link
+  (``/tmp`` is sticky: only an entry's owner may rename it). The root is opened by
+  path each round, so the folders above it must be the operator's;
 * a root owned by someone unexpected: the pool's user, root, and whoever the caller
   names (the source database's owner for ``replicate``, ``tenant_owners`` for the
   pool).
@@ -90,10 +92,14 @@ def check_root(path: str | os.PathLike[str], owners: Iterable[int] | None = ()) 
             above = os.stat(parent)
         except FileNotFoundError:
             above = None
-        if above is not None and above.st_mode & 0o002 and not above.st_mode & stat.S_ISVTX:
+        if above is not None and above.st_mode & 0o022 and not above.st_mode & stat.S_ISVTX:
             raise UnsafeRootError(given, "check replica root", None,
-                                  f"lies in {parent}, which anyone may write to (mode "
+                                  f"lies in {parent}, which group or others may write to (mode "
                                   f"{stat.S_IMODE(above.st_mode):04o}, not sticky): the root could be swapped")
+        if above is not None and above.st_uid not in (0, os.geteuid()):
+            raise UnsafeRootError(given, "check replica root", None,
+                                  f"lies in {parent}, owned by {_user(above.st_uid)}: its owner could swap the "
+                                  "root for a link (only the root itself may be a tenant's)")
         if parent == "/":
             return
         parent = os.path.dirname(parent)

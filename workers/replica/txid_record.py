@@ -86,14 +86,17 @@ def lookup(directory: Directory, txid: int) -> int | None:
     """
     path = directory.display(RECORD_NAME)
     try:
-        fd = directory.open_file(RECORD_NAME, os.O_RDONLY)
+        # O_NONBLOCK: a FIFO planted under the name must not hang the reader.
+        fd = directory.open_file(RECORD_NAME, os.O_RDONLY | os.O_NONBLOCK)
     except (FileNotFoundError, PermissionError):
         return None
     except OSError as exc:
         raise TxidRecordError.from_oserror(path, "open txid record", exc) from exc
     try:
         st = os.fstat(fd)
-        if trusted_file(st) is not None:
+        # Only replicate's own record vouches for a restore: one owned by anyone else
+        # (a tenant who may write the state folder) is no record at all.
+        if trusted_file(st) is not None or st.st_uid not in (0, os.geteuid()):
             return None
         return _search(fd, st.st_size // RECORD_SIZE, txid)
     except OSError as exc:

@@ -283,9 +283,11 @@ class _Aux:
     def open(self) -> int | None:
         """The descriptor of the file now at ``path``; None if there is none."""
         try:
-            st = os.stat(self.path)
+            st = os.lstat(self.path)
             if (st.st_dev, st.st_ino) != self.identity:
-                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                # Never through a link: a tenant's ``app.db-wal -> another database's WAL``
+                # would put that database's frames into the tenant's replica.
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
                 # The old file is no longer the live one: nobody's locks on it matter now.
                 self.close()
                 fst = os.fstat(fd)
@@ -324,6 +326,8 @@ class SqliteSource:
         self._reader: sqlite3.Connection | None = None
         self._db_fd = -1
         self._identity = (0, 0)
+        # (uid, mode) of the file when replication started: what a replacement must match.
+        self._access: tuple[int, int] | None = None
         self._wal = _Aux(self.path + "-wal")
         self._shm = _Aux(self.path + "-shm")
         self._pinned_at: Position | None = None
@@ -334,17 +338,38 @@ class SqliteSource:
     # -- opening ---------------------------------------------------------------------
 
     def _open(self) -> None:
+        """Open the database file itself, never what a link in its place names.
+
+        The path was resolved once when replication started (``realpath``). A file
+        that appears there later -- a deploy's replacement -- is followed only if it is a
+        regular file with the owner the first one had and no wider mode: a tenant who
+        may rename in the database's folder could otherwise swap in a symlink to (or
+        another user's) database and have root replicate it into the tenant's replica.
+        """
         try:
-            st = os.stat(self.path)
+            st = os.lstat(self.path)
         except OSError as exc:
             reason = "no such database file" if exc.errno == errno.ENOENT else exc.strerror or str(exc)
             raise SourceError(self.path, "open database", exc.errno, reason) from exc
+        if stat.S_ISLNK(st.st_mode):
+            raise SourceError(self.path, "open database", errno.ELOOP,
+                              "is now a symbolic link; replicate reads the database file itself, never a link")
         if not stat.S_ISREG(st.st_mode):
             raise SourceError(self.path, "open database", None, "not a regular file, so not a SQLite database")
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError as exc:
             raise SourceError.from_oserror(self.path, "open database", exc) from exc
+        fst = os.fstat(fd)
+        access = (fst.st_uid, stat.S_IMODE(fst.st_mode))
+        if self._access is None:
+            self._access = access
+        elif access[0] != self._access[0] or access[1] & ~self._access[1]:
+            os.close(fd)
+            raise SourceError(self.path, "open database", None,
+                              f"was replaced by a file of uid {access[0]} mode {access[1]:04o}, not uid "
+                              f"{self._access[0]} mode {self._access[1]:04o} as when replication started; "
+                              "restart replicate to accept it")
         try:
             head = os.pread(fd, len(_SQLITE_MAGIC), 0)
         except OSError as exc:
@@ -354,7 +379,6 @@ class SqliteSource:
             os.close(fd)
             raise SourceError(self.path, "open database", None, "not a SQLite database (bad header)")
         self._db_fd = fd
-        fst = os.fstat(fd)
         self._identity = (fst.st_dev, fst.st_ino)
         self._seen = None
         self._connect_both()
@@ -370,6 +394,16 @@ class SqliteSource:
         except sqlite3.Error as exc:
             self.close()
             raise self._translate(exc, "open database") from exc
+        # SQLite opens by name: the name must still be our file once it has (a link
+        # swapped in between our open and SQLite's is caught here).
+        try:
+            st = os.lstat(self.path)
+        except OSError as exc:
+            self.close()
+            raise SourceError.from_oserror(self.path, "open database", exc) from exc
+        if stat.S_ISLNK(st.st_mode) or (st.st_dev, st.st_ino) != self._identity:
+            self.close()
+            raise SourceError(self.path, "open database", None, "was swapped while SQLite opened it; retrying")
 
     @staticmethod
     def _connect(uri: str, timeout: float) -> sqlite3.Connection:
@@ -391,7 +425,7 @@ class SqliteSource:
     def _reopen_if_replaced(self) -> None:
         """Follow the name: a database replaced by rename is a new file (full compare)."""
         try:
-            st = os.stat(self.path)
+            st = os.lstat(self.path)
         except OSError as exc:
             raise SourceError.from_oserror(self.path, "stat database", exc) from exc
         if (st.st_dev, st.st_ino) != self._identity:

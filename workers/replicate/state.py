@@ -35,8 +35,10 @@ step) redirects nothing. Its files are the pool's alone (0600).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat
 import sys
 from array import array
 from collections.abc import Sequence
@@ -196,8 +198,11 @@ class StateStore:
                     self._dir.unlink(name)
 
     def _read(self, name: str) -> bytes:
-        fd = self._dir.open_file(name, os.O_RDONLY)
+        """A state file's bytes; a FIFO or device planted under its name is refused, never waited on."""
+        fd = self._dir.open_file(name, os.O_RDONLY | os.O_NONBLOCK)
         with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
             return f.read()
 
     def load(self) -> tuple[ReplicationState | None, array[int]]:
