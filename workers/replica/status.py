@@ -25,7 +25,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -151,29 +151,33 @@ def _is_ltxpool(pid: int) -> bool:
     return len(args) > 2 and args[1] == b"-m" and args[2].split(b".")[0] == b"ltxpool"
 
 
-def _foreign_lock_holders(directory: Directory | None) -> list[tuple[str, Holder]]:
-    """(lock file, holder) for each lock of the level held by a process that is not ltxpool.
+def _foreign_lock_holders(listings: Mapping[int, Listing]) -> dict[int, list[tuple[str, Holder]]]:
+    """Per level, (lock file, holder) for each lock held by a process that is not ltxpool.
 
-    Read from ``/proc/locks`` by the inodes of the lock files, which are only ``lstat``-ed:
-    asking takes no lock. A worker of the pool holds these for microseconds to a
-    compaction's length and is not reported; anyone else holding one stalls the replica
-    (``lock_timeout``) and is named here, in the log and as a metric.
+    Read from one ``/proc/locks`` read by the inodes of every level's lock files, which
+    are only ``lstat``-ed: asking takes no lock. A worker of the pool holds these for
+    microseconds to a compaction's length and is not reported; anyone else holding one
+    stalls the replica (``lock_timeout``) and is named here, in the log and as a metric.
     """
-    if directory is None:
-        return []
-    inodes: dict[tuple[int, int], str] = {}
-    for name in _LOCK_NAMES:
-        try:
-            st = directory.lstat(name)
-        except OSError:
+    inodes: dict[tuple[int, int], tuple[int, str]] = {}
+    for level, listing in listings.items():
+        if listing.directory is None:
             continue
-        inodes[(st.st_dev, st.st_ino)] = directory.display(name)
-    found = holders_by_inode(inodes)
-    return [(inodes[key], holder) for key, holders in found.items() for holder in holders
-            if not _is_ltxpool(holder.pid)]
+        for name in _LOCK_NAMES:
+            try:
+                st = listing.directory.lstat(name)
+            except OSError:
+                continue
+            inodes[(st.st_dev, st.st_ino)] = (level, listing.directory.display(name))
+    found: dict[int, list[tuple[str, Holder]]] = {level: [] for level in listings}
+    for key, holders in holders_by_inode(inodes).items():
+        level, path = inodes[key]
+        found[level].extend((path, holder) for holder in holders if not _is_ltxpool(holder.pid))
+    return found
 
 
-def _level_status(replica: Replica, listing: Listing, snapshot: LtxFile | None, now: float,
+def _level_status(replica: Replica, listing: Listing, snapshot: LtxFile | None,
+                  foreign: list[tuple[str, Holder]], now: float,
                   foreign_temp_age: float) -> LevelStatus:
     files = listing.files
     status = LevelStatus(listing.level, files=len(files), bytes=sum(f.size for f in files))
@@ -194,7 +198,6 @@ def _level_status(replica: Replica, listing: Listing, snapshot: LtxFile | None, 
         status.problems.append(problem)
     status.problems.extend(f"{escape(path)}: {reason}" for path, reason in listing.skipped)
     status.temp_files, status.orphan_temp_files = _count_temp_files(listing.directory, now, foreign_temp_age)
-    foreign = _foreign_lock_holders(listing.directory)
     status.foreign_lock_holders = len(foreign)
     status.problems.extend(f"{escape(path)}: held by {holder}, not an ltxpool process" for path, holder in foreign)
     return status
@@ -210,9 +213,11 @@ def replica_status(replica: Replica, now: float, foreign_temp_age: float = DEFAU
     listings = replica.list_all()
     latest = check_txid(listings) if any(listing.files for listing in listings.values()) else None
     snapshot = latest_snapshot(listings)
+    foreign = _foreign_lock_holders(listings)
     return ReplicaStatus(
         root=replica.root,
-        levels=[_level_status(replica, listings[level], snapshot, now, foreign_temp_age) for level in LEVELS],
+        levels=[_level_status(replica, listings[level], snapshot, foreign[level], now, foreign_temp_age)
+                for level in LEVELS],
         quarantined=len(quarantined_files(replica)),
         lost_ranges=coverage_gaps(listings),
         restore_problems=[] if latest is None else [f"{escape(latest.path)}: {latest.summary}"],
