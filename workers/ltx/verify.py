@@ -39,11 +39,8 @@ def parse_filename(name: str) -> tuple[int, int] | None:
 def _open_regular(name: str, dir_fd: int | None) -> int:
     """A blocking read-only descriptor of the regular, singly linked file ``name`` (see ``open_ltx``)."""
     try:
-        if dir_fd is None:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        else:
-            fd = os.open(os.path.basename(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                         dir_fd=dir_fd)
+        fd = os.open(name if dir_fd is None else os.path.basename(name),
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise CorruptLTXError(name, 0, "is a symbolic link; refusing to follow it") from None

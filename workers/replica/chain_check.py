@@ -96,7 +96,7 @@ def name_problems(files: Iterable[LtxFile]) -> list[NameProblem]:
     problems = []
     for f in files:
         try:
-            header = read_header(f.path, dir_fd=None if f.directory is None else f.directory.fd)
+            header = read_header(f.path, dir_fd=f.dir_fd)
         except LtxpoolError:
             continue
         reason = name_problem(f.path, header)

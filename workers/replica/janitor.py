@@ -164,7 +164,7 @@ def _quarantine_corrupt(replica: Replica, listings: dict[int, Listing], locks: d
             if key in verified:
                 continue
             try:
-                verify_file(f.path, dir_fd=listing.directory.fd if listing.directory else None)
+                verify_file(f.path, dir_fd=f.dir_fd)
             except FileNotFoundError:
                 continue
             except CorruptLTXError as exc:

@@ -91,12 +91,16 @@ class LtxFile:
     def name(self) -> str:
         return os.path.basename(self.path)
 
+    @property
+    def dir_fd(self) -> int | None:
+        """The descriptor of the directory it was listed from, for ``*at`` calls (None: by path)."""
+        return None if self.directory is None else self.directory.fd
+
 
 @contextlib.contextmanager
 def open_ltx_file(f: LtxFile, *, verify_index: bool = False) -> Iterator[Decoder]:
     """Open a listed file relative to the directory it was listed from (by path if not listed)."""
-    with open_ltx(f.path, dir_fd=None if f.directory is None else f.directory.fd,
-                  verify_index=verify_index) as decoder:
+    with open_ltx(f.path, dir_fd=f.dir_fd, verify_index=verify_index) as decoder:
         yield decoder
 
 
