@@ -50,6 +50,7 @@ __all__ = [
     "is_ltxpool_temp",
     "temp_file_writer",
     "fsync_directory",
+    "pwrite_all",
     "FILE_MODE",
     "TEMP_MODE",
     "COPY_CHUNK",
@@ -91,6 +92,14 @@ def current_umask() -> int:
     except (OSError, ValueError):
         pass
     return 0o022
+
+
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (``pwrite`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def fsync_directory(directory: str) -> None:

@@ -35,7 +35,7 @@ import os
 import struct
 from collections.abc import Iterable, Iterator
 
-from ltxpool.replica.atomic import write_atomic
+from ltxpool.replica.atomic import pwrite_all, write_atomic
 from ltxpool.replica.directory import Directory, trusted_file
 from ltxpool.replica.errors import DirectoryError, TxidRecordError
 from ltxpool.replica.layout import STATE_DIR, Replica
@@ -175,11 +175,8 @@ class TxidRecord:
             last = txid
         if not data:
             return
-        view, offset = memoryview(data), self._count * RECORD_SIZE
         try:
-            while view:
-                written = os.pwrite(self._fd, view, offset)
-                view, offset = view[written:], offset + written
+            pwrite_all(self._fd, data, self._count * RECORD_SIZE)
             os.fsync(self._fd)
         except OSError as exc:
             # The count stays: readers ignore and the next open cuts a partial record.

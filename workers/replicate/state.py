@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from ltxpool.locks.errors import ClaimHeld
-from ltxpool.replica.atomic import is_ltxpool_temp, write_atomic
+from ltxpool.replica.atomic import is_ltxpool_temp, pwrite_all, write_atomic
 from ltxpool.replica.directory import Directory, claim_in
 from ltxpool.replica.errors import DirectoryError
 from ltxpool.replica.layout import PROBLEM_NAME, STATE_DIR, Replica
@@ -265,10 +265,10 @@ class StateStore:
                     self._dir.fsync()
             fd = self._checksums_fd
             if changed is None:
-                _pwrite_all(fd, _little_endian(checksums), 0)
+                pwrite_all(fd, _little_endian(checksums), 0)
             else:
                 for first, last in _runs(changed):
-                    _pwrite_all(fd, _little_endian(checksums[first - 1:last]), (first - 1) * 8)
+                    pwrite_all(fd, _little_endian(checksums[first - 1:last]), (first - 1) * 8)
             os.ftruncate(fd, len(checksums) * 8)
             os.fsync(fd)
         except OSError as exc:
@@ -289,13 +289,6 @@ class StateStore:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
 
 
 def _runs(pgnos: Sequence[int]) -> list[tuple[int, int]]:
