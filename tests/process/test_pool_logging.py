@@ -57,3 +57,40 @@ def test_text_lines_carry_role_and_pid_and_the_traceback_follows_its_line() -> N
     assert lines[2].split(" ", 1)[1] == f"CRITICAL worker-3[{child}] crashed: ValueError: boom"
     assert lines[3] == "  | Traceback (most recent call last):"
     assert lines[-2] == "  | ValueError: boom"
+
+
+#: A child takes the log queue's write lock and is SIGKILLed holding it; then the parent logs.
+KILLED_HOLDER = textwrap.dedent("""
+    import logging, multiprocessing, os, signal, sys, time
+    import multiprocessing_logging
+    from ltxpool.pool.logging import setup_logging
+
+    setup_logging("text", "info")
+    queue = next(h.queue for h in logging.getLogger().handlers
+                 if isinstance(h, multiprocessing_logging.MultiProcessingHandler))
+    if sys.argv[1] == "library-semaphore":
+        queue._wlock = multiprocessing.Lock()
+
+    def die_holding_the_lock():
+        queue._wlock.acquire()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    child = multiprocessing.get_context("fork").Process(target=die_holding_the_lock)
+    child.start()
+    child.join(10)
+    logging.getLogger("ltxpool.test").info("after the child died: exit %s", child.exitcode)
+    time.sleep(2)
+    sys.stderr.flush()
+    os._exit(0)
+""")
+
+
+def test_a_child_sigkilled_holding_the_log_write_lock_does_not_silence_the_pool() -> None:
+    """The kernel drops the flock of the dead holder; control: the library's semaphore stays taken."""
+    lines = {}
+    for lock in ("death-released", "library-semaphore"):
+        done = subprocess.run([sys.executable, "-c", KILLED_HOLDER, lock], capture_output=True, text=True,
+                              timeout=30)
+        lines[lock] = done.stderr.splitlines()
+    assert any(line.endswith("after the child died: exit -9") for line in lines["death-released"]), lines
+    assert not any("after the child died" in line for line in lines["library-semaphore"]), lines

@@ -101,10 +101,13 @@ class Pool:
             self.process.wait(10)
 
 
-def eventually(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+def eventually(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition",
+               pool: Pool | None = None) -> None:
+    """Wait for ``condition``; on timeout say what for, with the pool's log if there is one."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}" + (
+            "; log:\n" + "\n".join(pool.lines) if pool is not None else "")
         time.sleep(0.05)
 
 

@@ -148,9 +148,9 @@ def tasks_of(uid: int) -> int:
     return count
 
 
-def as_tenant(tenant: User, argv: list[str]) -> list[str]:
+def as_tenant(tenant: User, argv: list[str], limit: int) -> list[str]:
     return ["setpriv", f"--reuid={tenant.uid}", f"--regid={tenant.gid}", "--clear-groups",
-            "prlimit", f"--nproc={LIMIT}:{LIMIT}", "--", *argv]
+            "prlimit", f"--nproc={limit}:{limit}", "--", *argv]
 
 
 def test_a_refused_fork_is_retried_with_backoff_and_the_pool_recovers(
@@ -169,15 +169,17 @@ def test_a_refused_fork_is_retried_with_backoff_and_the_pool_recovers(
     source = SyntheticStream(Replica(base / "replica"), seed=1)
     source.run(3)
     subprocess.run(["chown", "-R", f"{tenant.uid}:{tenant.gid}", str(base)], check=True)
+    # The limit counts every task of the user, so it is set above what the tenant already runs.
+    limit = tasks_of(tenant.uid) + LIMIT
     pool = Pool(base, [source.replica], "--workers", "2",
-                command=as_tenant(tenant, TENANT_LTXPOOL), name="pool.toml")
+                command=as_tenant(tenant, TENANT_LTXPOOL, limit), name="pool.toml")
     fillers: list[subprocess.Popen[bytes]] = []
     try:
-        eventually(lambda: level_max_txid(source.replica, 1) == 3, timeout=30, what="first compaction")
+        eventually(lambda: level_max_txid(source.replica, 1) == 3, timeout=30, what="first compaction", pool=pool)
         victim = pool.pid_of("worker-1")
-        while tasks_of(tenant.uid) < LIMIT + 8:
+        while tasks_of(tenant.uid) < limit + 8:
             fillers.append(subprocess.Popen(["sleep", "600"], user=tenant.uid, group=tenant.gid, extra_groups=[]))
-        control = subprocess.run(as_tenant(tenant, ["/usr/bin/python3", "-c", BARE_FORK]),
+        control = subprocess.run(as_tenant(tenant, ["/usr/bin/python3", "-c", BARE_FORK], limit),
                                  capture_output=True, text=True, timeout=30)
         assert control.returncode == 1 and "BlockingIOError: [Errno 11]" in control.stderr, control
         mark = len(pool.lines)
@@ -194,7 +196,8 @@ def test_a_refused_fork_is_retried_with_backoff_and_the_pool_recovers(
         pool.wait_for(r"worker-1 restarted \(pid \d+\)", mark, timeout=30)
         source.run(2)
         subprocess.run(["chown", "-R", f"{tenant.uid}:{tenant.gid}", str(base)], check=True)
-        eventually(lambda: level_max_txid(source.replica, 1) == 5, timeout=30, what="compaction after recovery")
+        eventually(lambda: level_max_txid(source.replica, 1) == 5, timeout=30, what="compaction after recovery",
+                   pool=pool)
         assert pool.stop() == 0
     finally:
         for filler in fillers:

@@ -27,19 +27,28 @@ filter list), so it runs in the process that logs, where the role is known; the
 formatter runs in the supervisor's feeder thread. The pid is the record's own
 ``process`` field.
 
-Known limit of the library's queue: its writers share one process-shared lock, so a
-child SIGKILLed in the microseconds it spends writing one record would leave that
-lock taken and stall later records. Events and heartbeats therefore travel over one
-pipe per child (see ``ltxpool.pool.child``), never over this queue, so a stalled log
-stream cannot make the supervisor think a healthy worker hangs.
+The library's queue has one weakness on a pool whose children get SIGKILLed (by the
+supervisor for a hang, by the OOM killer, by an operator): its writers share one
+process-shared semaphore, and a child killed while holding it (its feeder thread
+between the pipe write and the release, a window the GIL can stretch to
+milliseconds) leaves it taken for good; every later record of every process, the
+supervisor's own included, then waits behind it and the log goes silent. So
+``setup_logging`` gives the queue a ``DeathReleasedLock``: an ``flock`` on an
+anonymous file, which the kernel drops when its holder dies. Records under
+``PIPE_BUF`` are written by one ``write``, so a death can only come before or after
+one, never inside it. Events and heartbeats still travel over one pipe per child
+(see ``ltxpool.pool.child``), never over this queue.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import multiprocessing
+import os
 import sys
+import tempfile
 import time
 from typing import TextIO
 
@@ -56,6 +65,7 @@ __all__ = [
     "set_format",
     "drain_logging",
     "TRACEBACK_PREFIX",
+    "DeathReleasedLock",
 ]
 
 #: Starts every line of a traceback in the text format: a record starts with its time.
@@ -136,6 +146,53 @@ def _formatter(log_format: str) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
+class DeathReleasedLock:
+    """The log queue's write lock: taken by one process at a time, released by the kernel if it dies.
+
+    ``flock`` belongs to an open file description, and a forked child shares its
+    parent's, so each process opens its own (through ``/proc/self/fd``) the first time
+    it takes the lock. Only the queue's one feeder thread per process takes it.
+    """
+
+    def __init__(self) -> None:
+        self._shared, path = tempfile.mkstemp(prefix="ltxpool-log-lock-")
+        os.unlink(path)
+        self._pid = os.getpid()
+        self._fd = self._shared
+
+    def _own_descriptor(self) -> int:
+        if self._pid != os.getpid():
+            self._fd = os.open(f"/proc/self/fd/{self._shared}", os.O_RDONLY | os.O_CLOEXEC)
+            self._pid = os.getpid()
+        return self._fd
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        """Wait for the lock (the queue's feeder always blocks); ``True`` once held."""
+        fcntl.flock(self._own_descriptor(), fcntl.LOCK_EX if block else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+
+    def release(self) -> None:
+        fcntl.flock(self._own_descriptor(), fcntl.LOCK_UN)
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def _make_writes_death_safe(root: logging.Logger) -> None:
+    """Swap each library queue's semaphore for a ``DeathReleasedLock`` before its first record.
+
+    The feeder thread binds the lock when it starts, on the first record a process
+    puts, and a forked child starts its own; so the swap holds for every process
+    forked after it.
+    """
+    for handler in root.handlers:
+        if isinstance(handler, multiprocessing_logging.MultiProcessingHandler):
+            handler.queue._wlock = DeathReleasedLock()
+
+
 def setup_logging(log_format: str, level: str, stream: TextIO | None = None) -> None:
     """Route every process's records to ``stream`` (stderr) through the supervisor; call before forking."""
     if multiprocessing.get_start_method(allow_none=True) != "fork":
@@ -149,6 +206,7 @@ def setup_logging(log_format: str, level: str, stream: TextIO | None = None) -> 
     root.addHandler(handler)
     root.setLevel(level.upper())
     multiprocessing_logging.install_mp_handler(root)
+    _make_writes_death_safe(root)
 
 
 def set_format(log_format: str, level: str) -> None:
