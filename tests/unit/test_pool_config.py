@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from ltxpool.discovery.entries import DatabaseDir, DatabaseFile
 from ltxpool.pool import config as pool_config
 from ltxpool.pool.config import (
     PoolConfig,
+    check_databases,
     check_replicas,
     load_config,
     parse_config,
@@ -20,7 +22,7 @@ from ltxpool.pool.errors import ConfigError
 
 def documented_example() -> str:
     doc = pool_config.__doc__ or ""
-    block = doc.split("Example (every key optional except ``replicas``, here or on the command line)::\n", 1)[1]
+    block = doc.split("here or on the command line, or databases needed)::\n", 1)[1]
     return "\n".join(line[4:] for line in block.split('"""')[0].splitlines())
 
 
@@ -33,6 +35,10 @@ def test_the_documented_example_parses_to_its_values(tmp_path: Path) -> None:
     assert config.janitor.retention.level_retention == {0: 300.0, 1: 86400.0, 2: 86400.0, 3: 86400.0}
     assert (config.metrics_port, config.metrics_address, config.grace) == (9464, "127.0.0.1", 10.0)
     assert config.restart.crash_loop_restarts == 5 and config.restart.hang_timeout == 900.0
+    assert config.databases == (
+        DatabaseFile("/srv/app/app.db", "/srv/ltx/app", 1.0),
+        DatabaseDir("/srv/tenants", "/srv/ltx/tenants", "*.db", True, 1.0),
+    )
 
 
 def test_an_empty_file_is_the_defaults() -> None:
@@ -63,6 +69,22 @@ def test_an_empty_file_is_the_defaults() -> None:
         ("[supervisor]\nhang_timeout = 0", "supervisor.hang_timeout", "must be more than 0, not 0"),
         ("[metrics]\nport = 70000", "metrics.port", "must be from 1 to 65535, not 70000"),
         ('[metrics]\naddress = ""', "metrics.address", "must be a non-empty string, not ''"),
+        ("databases = 3", "databases", "must be an array of tables ([[databases]])"),
+        ('[[databases]]\nreplica = "/r"', "databases[0].path",
+         "give either path (one database) or dir (every database in a folder)"),
+        ('[[databases]]\npath = "/a.db"\ndir = "/d"', "databases[0].path",
+         "give either path (one database) or dir (every database in a folder)"),
+        ('[[databases]]\npath = "/a.db"', "databases[0].replica", "missing: the replica directory of this database"),
+        ('[[databases]]\ndir = "/d"', "databases[0].replica_root",
+         "missing: the folder the replicas of this dir's databases go under"),
+        ('[[databases]]\ndir = "/d"\nreplica_root = "/r"\npattern = "a/*.db"', "databases[0].pattern",
+         "matches file names, so it holds no '/': 'a/*.db'"),
+        ('[[databases]]\ndir = "/d"\nreplica_root = "/r"\nrecursive = 1', "databases[0].recursive",
+         "must be true or false, not 1"),
+        ('[[databases]]\npath = "/a.db"\nreplica = "/r"\ninterval = 0', "databases[0].interval",
+         "must be more than 0, not 0"),
+        ('[[databases]]\npath = "/a.db"\nreplica = "/r"\nreplica_root = "/x"', "databases[0].replica_root",
+         "unknown key"),
     ],
 )
 def test_each_invalid_value_is_refused_with_its_key_and_reason(toml: str, key: str, reason: str) -> None:
@@ -106,3 +128,33 @@ def test_replicas_must_be_given_exist_and_be_distinct(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(tmp_path / "a")
     with pytest.raises(ConfigError, match="is the same directory as"):
         check_replicas(PoolConfig(replicas=(str(tmp_path / "a"), str(tmp_path / "link"))))
+
+
+def test_database_entries_are_checked_against_the_disk_at_start(tmp_path: Path) -> None:
+    """A missing folder, a replica tree inside the folder it replicates, a database named twice."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "ltx").mkdir(mode=0o755)
+    tmp_path.chmod(0o755)
+    ok = DatabaseDir(str(tmp_path / "src"), str(tmp_path / "ltx"))
+    check_databases([ok, DatabaseFile(str(tmp_path / "src" / "a.db"), str(tmp_path / "ltx-a"))], ())
+    cases = [
+        (DatabaseDir(str(tmp_path / "nope"), str(tmp_path / "ltx")), "databases[0].dir: no such directory"),
+        (DatabaseDir(str(tmp_path / "src"), str(tmp_path / "src" / "ltx")), "databases[0].replica_root: "),
+        (DatabaseFile(str(tmp_path / "gone" / "a.db"), str(tmp_path / "r")),
+         "databases[0].path: the database's folder does not exist"),
+    ]
+    (tmp_path / "src" / "ltx").mkdir(mode=0o755)
+    for entry, message in cases:
+        with pytest.raises(ConfigError) as caught:
+            check_databases([entry], ())
+        assert message in str(caught.value)
+    twice = DatabaseFile(str(tmp_path / "src" / "a.db"), str(tmp_path / "r"))
+    with pytest.raises(ConfigError, match=r"databases\[1\]\.path: is already databases\[0\]"):
+        check_databases([twice, twice], ())
+
+
+def test_relative_database_paths_are_under_the_files_directory(tmp_path: Path) -> None:
+    path = tmp_path / "ltxpool.toml"
+    path.write_text('[[databases]]\ndir = "tenants"\nreplica_root = "ltx"\ninterval = 2\n')
+    assert load_config(str(path)).databases == (
+        DatabaseDir(str(tmp_path / "tenants"), str(tmp_path / "ltx"), "*.db", False, 2.0),)

@@ -7,14 +7,25 @@ range is refused with its dotted name and the reason (``ConfigError``, ``step`` 
 the key). The same checks run on SIGHUP, where a bad file is refused and the pool
 keeps its current configuration.
 
-Example (every key optional except ``replicas``, here or on the command line)::
+Example (every key optional; replicas, here or on the command line, or databases needed)::
 
-    replicas = ["/var/lib/ltx/app", "/var/lib/ltx/billing"]   # relative: to this file
+    replicas = ["/var/lib/ltx/app", "/var/lib/ltx/billing"]   # compacted only; relative: to this file
     workers = 2
     log_format = "text"            # or "json"
     log_level = "info"
     allow_network_fs = false
     tenant_owners = []             # users who may own a replica root besides root and the pool's user
+
+    [[databases]]                  # replicated and compacted by the pool (issue 15)
+    path = "/srv/app/app.db"
+    replica = "/srv/ltx/app"
+    interval = 1.0                 # seconds between steps while it changes
+
+    [[databases]]                  # every database under dir: one replica each
+    dir = "/srv/tenants"
+    pattern = "*.db"
+    recursive = true
+    replica_root = "/srv/ltx/tenants"   # /srv/tenants/a/b.db -> /srv/ltx/tenants/a/b.db/
 
     [compaction]
     intervals = { 1 = 30, 2 = 300, 3 = 3600 }   # seconds between compactions per level
@@ -53,10 +64,11 @@ import math
 import os
 import pwd
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ltxpool.discovery.entries import DEFAULT_INTERVAL, DEFAULT_PATTERN, DatabaseDir, DatabaseEntry, DatabaseFile
 from ltxpool.pool.errors import ConfigError
 from ltxpool.pool.watcher import RestartPolicy
 from ltxpool.replica.compactor import CompactionSettings
@@ -74,6 +86,7 @@ __all__ = [
     "parse_config",
     "with_overrides",
     "check_replicas",
+    "check_databases",
 ]
 
 LOG_FORMATS = ("text", "json")
@@ -86,6 +99,8 @@ class PoolConfig:
     """Everything the supervisor and its children need; children get a copy at fork."""
 
     replicas: tuple[str, ...] = ()
+    #: ``[[databases]]``: what the pool replicates (and then compacts, like ``replicas``).
+    databases: tuple[DatabaseEntry, ...] = ()
     workers: int = 2
     log_format: str = "text"
     log_level: str = "info"
@@ -206,6 +221,43 @@ def _replica_list(base: str) -> Callable[[str, Any], tuple[str, ...]]:
     return check
 
 
+def _database_entries(base: str) -> Callable[[str, Any], tuple[DatabaseEntry, ...]]:
+    """``[[databases]]``: each entry a table with ``path`` + ``replica``, or ``dir`` + ``replica_root``."""
+    def check(key: str, value: Any) -> tuple[DatabaseEntry, ...]:
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            raise ConfigError("", key, None, "must be an array of tables ([[databases]])")
+        return tuple(_database_entry(_Reader("", item, f"{key}[{index}]."), base) for index, item in enumerate(value))
+    return check
+
+
+def _database_entry(entry: _Reader, base: str) -> DatabaseEntry:
+    def absolute(key: str, value: Any) -> str:
+        return os.path.normpath(os.path.join(base, _string(key, value)))
+
+    interval = entry.take("interval", _number(0.0, strictly=True), DEFAULT_INTERVAL)
+    path = entry.take("path", absolute, None)
+    directory = entry.take("dir", absolute, None)
+    if (path is None) == (directory is None):
+        raise entry.fail("path", "give either path (one database) or dir (every database in a folder)")
+    made: DatabaseEntry
+    if path is not None:
+        replica = entry.take("replica", absolute, None)
+        if replica is None:
+            raise entry.fail("replica", "missing: the replica directory of this database")
+        made = DatabaseFile(path, replica, interval)
+    else:
+        replica_root = entry.take("replica_root", absolute, None)
+        if replica_root is None:
+            raise entry.fail("replica_root", "missing: the folder the replicas of this dir's databases go under")
+        pattern = entry.take("pattern", _string, DEFAULT_PATTERN)
+        if "/" in pattern:
+            raise entry.fail("pattern", f"matches file names, so it holds no '/': {pattern!r}")
+        recursive = entry.take("recursive", _boolean, False)
+        made = DatabaseDir(directory, replica_root, pattern, recursive, interval)
+    entry.done()
+    return made
+
+
 def _sourced(source: str, parse: Callable[[], PoolConfig]) -> PoolConfig:
     """Name the file in every error raised by a value check (checks only know the key)."""
     try:
@@ -225,6 +277,7 @@ def _parse(top: _Reader, base: str) -> PoolConfig:
     defaults = PoolConfig()
     seconds, positive = _number(0.0), _number(0.0, strictly=True)
     replicas = top.take("replicas", _replica_list(base), defaults.replicas)
+    databases = top.take("databases", _database_entries(base), defaults.databases)
     workers = top.take("workers", _integer(1, 256), defaults.workers)
     log_format = top.take("log_format", _choice(LOG_FORMATS), defaults.log_format)
     log_level = top.take("log_level", _choice(LOG_LEVELS), defaults.log_level)
@@ -273,6 +326,7 @@ def _parse(top: _Reader, base: str) -> PoolConfig:
 
     return PoolConfig(
         replicas=replicas,
+        databases=databases,
         workers=workers,
         log_format=log_format,
         log_level=log_level,
@@ -322,19 +376,60 @@ def with_overrides(config: PoolConfig, **flags: Any) -> PoolConfig:
 
 
 def check_replicas(config: PoolConfig, source: str = "<command line>") -> None:
-    """At least one replica, each an existing, safe directory (``check_root``), none listed twice."""
-    if not config.replicas:
+    """Something to do; each replica an existing, safe directory (``check_root``), none listed twice;
+    each ``[[databases]]`` entry's folders there and safe (``check_databases``)."""
+    if not config.replicas and not config.databases:
         raise ConfigError(source, "replicas", None,
-                          "no replica: name them on the command line or as replicas = [...] in the config file")
+                          "no replica: name them on the command line or as replicas = [...] in the config file, "
+                          "or give [[databases]] to replicate")
     seen: dict[str, str] = {}
     for root in config.replicas:
         if not os.path.isdir(root):
             raise ConfigError(root, "replicas", errno.ENOENT, "no such directory")
-        try:
-            check_root(root, config.tenant_owners)
-        except UnsafeRootError as exc:
-            raise ConfigError(root, "replicas", None, exc.reason) from None
+        _check_safe_root(root, "replicas", config.tenant_owners)
         real = os.path.realpath(root)
         if real in seen:
             raise ConfigError(root, "replicas", None, f"is the same directory as {seen[real]}")
         seen[real] = root
+    check_databases(config.databases, config.tenant_owners)
+
+
+def _check_safe_root(root: str, key: str, owners: Sequence[int]) -> None:
+    try:
+        check_root(root, owners)
+    except UnsafeRootError as exc:
+        raise ConfigError(root, key, None, exc.reason) from None
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_databases(entries: Sequence[DatabaseEntry], owners: Sequence[int]) -> None:
+    """Refuse at start what would fail later: a missing folder, an unsafe replica root, a
+    replica tree inside the folder it replicates (its files would be scanned as sources),
+    two entries for one database."""
+    files: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        key = f"databases[{index}]"
+        if isinstance(entry, DatabaseFile):
+            if entry.path in files:
+                raise ConfigError(entry.path, f"{key}.path", None, f"is already databases[{files[entry.path]}]")
+            files[entry.path] = index
+            parent = os.path.dirname(entry.path)
+            if not os.path.isdir(parent):
+                raise ConfigError(parent, f"{key}.path", errno.ENOENT, "the database's folder does not exist")
+            if os.path.isdir(entry.replica):
+                _check_safe_root(entry.replica, f"{key}.replica", owners)
+            elif not os.path.isdir(os.path.dirname(entry.replica)):
+                raise ConfigError(entry.replica, f"{key}.replica", errno.ENOENT, "its parent folder does not exist")
+            continue
+        if not os.path.isdir(entry.dir):
+            raise ConfigError(entry.dir, f"{key}.dir", errno.ENOENT, "no such directory")
+        if not os.path.isdir(entry.replica_root):
+            raise ConfigError(entry.replica_root, f"{key}.replica_root", errno.ENOENT, "no such directory")
+        _check_safe_root(entry.replica_root, f"{key}.replica_root", owners)
+        real_dir, real_root = os.path.realpath(entry.dir), os.path.realpath(entry.replica_root)
+        if _inside(real_root, real_dir) or _inside(real_dir, real_root):
+            raise ConfigError(entry.replica_root, f"{key}.replica_root", None,
+                              f"overlaps the folder it replicates ({entry.dir}); put the replicas elsewhere")
