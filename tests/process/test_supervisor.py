@@ -46,11 +46,11 @@ class Pool:
     def __init__(self, tmp_path: Path, replicas: list[Replica], *flags: str, grace: float = 5.0,
                  crash_loop_restarts: int = 5, hang_timeout: float = 60.0, lock_timeout: float = 30.0,
                  isolate_replicas: bool = True, command: Sequence[str] = (sys.executable, "-m", "ltxpool.cli"),
-                 name: str = "ltxpool.toml") -> None:
+                 name: str = "ltxpool.toml", extra_config: str = "") -> None:
         self.config = tmp_path / name
         self.config.write_text(FAST.format(grace=grace, crash_loop_restarts=crash_loop_restarts,
                                            hang_timeout=hang_timeout, lock_timeout=lock_timeout,
-                                           isolate_replicas=str(isolate_replicas).lower()))
+                                           isolate_replicas=str(isolate_replicas).lower()) + extra_config)
         self.config.chmod(0o644)
         self.process = subprocess.Popen(
             [*command, "supervise", "--config", str(self.config), *flags, *(replica.root for replica in replicas)],

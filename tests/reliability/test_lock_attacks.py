@@ -297,8 +297,8 @@ def test_replicate_refusing_a_claimed_replica_names_the_holder(tmp_path: Path) -
     finally:
         os.killpg(holder.pid, signal.SIGKILL)  # flock and its sleep: their own session
         holder.wait()
-    assert str(caught.value) == (f"{state}: claim replica: another ltxpool replicate is writing to this replica; "
-                                 f"held by pid {holder.pid} (user root, uid 0, command flock, WRITE)")
+    assert str(caught.value) == (f"{state}: claim replica: another ltxpool process (a replicate or a pool worker) "
+                                 f"is writing to this replica; held by pid {holder.pid} (user root, uid 0, command flock, WRITE)")
     with Replicator(database, tmp_path / "replica") as replicator:  # control: once it is gone, replicate starts
         assert replicator.step() is not None
 

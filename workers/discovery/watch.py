@@ -62,11 +62,11 @@ class DatabaseWatch:
             return
         self._folders[wd] = (folder, entry)
 
-    def _watch_tree(self, entry: DatabaseEntry) -> None:
+    def _watch_tree(self, entry: DatabaseEntry, top: str | None = None) -> None:
         if isinstance(entry, DatabaseFile):
             self._watch(os.path.dirname(entry.path), entry)
             return
-        pending = [entry.dir]
+        pending = [entry.dir if top is None else top]
         while pending:
             folder = pending.pop()
             self._watch(folder, entry)
@@ -132,7 +132,7 @@ class DatabaseWatch:
             path = os.path.join(folder, event.name)
             if event.mask & flags.ISDIR:
                 if event.mask & (flags.CREATE | flags.MOVED_TO) and isinstance(entry, DatabaseDir) and entry.recursive:
-                    self._watch_tree(DatabaseDir(path, entry.replica_root, entry.pattern, True, entry.interval))
+                    self._watch_tree(entry, path)
                     rescan = True
                 continue
             database = path

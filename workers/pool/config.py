@@ -27,6 +27,9 @@ Example (every key optional; replicas, here or on the command line, or databases
     recursive = true
     replica_root = "/srv/ltx/tenants"   # /srv/tenants/a/b.db -> /srv/ltx/tenants/a/b.db/
 
+    [discovery]
+    rescan_interval = 300          # full scan of the entries, in case a change event was missed
+
     [compaction]
     intervals = { 1 = 30, 2 = 300, 3 = 3600 }   # seconds between compactions per level
     snapshot_interval = 86400
@@ -101,6 +104,10 @@ class PoolConfig:
     replicas: tuple[str, ...] = ()
     #: ``[[databases]]``: what the pool replicates (and then compacts, like ``replicas``).
     databases: tuple[DatabaseEntry, ...] = ()
+    #: Seconds between full scans of the entries, the safety net for missed change events.
+    rescan_interval: float = 300.0
+    #: False (tests only): no change notification, only the rescans -- to show what it does.
+    notify: bool = True
     workers: int = 2
     log_format: str = "text"
     log_level: str = "info"
@@ -284,6 +291,11 @@ def _parse(top: _Reader, base: str) -> PoolConfig:
     allow_network_fs = top.take("allow_network_fs", _boolean, defaults.allow_network_fs)
     tenant_owners = top.take("tenant_owners", _user_list, defaults.tenant_owners)
 
+    discovery = top.section("discovery")
+    rescan_interval = discovery.take("rescan_interval", positive, defaults.rescan_interval)
+    notify = discovery.take("notify", _boolean, defaults.notify)
+    discovery.done()
+
     compaction = top.section("compaction")
     intervals = {**defaults.compaction.intervals,
                  **compaction.take("intervals", _per_level(COMPACTION_LEVELS, seconds), {})}
@@ -327,6 +339,8 @@ def _parse(top: _Reader, base: str) -> PoolConfig:
     return PoolConfig(
         replicas=replicas,
         databases=databases,
+        rescan_interval=rescan_interval,
+        notify=notify,
         workers=workers,
         log_format=log_format,
         log_level=log_level,

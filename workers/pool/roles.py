@@ -119,7 +119,7 @@ def _work(link: ChildLink, config: PoolConfig, schedule: ReplicaSchedule, share:
         due = schedule.pop_due(now)
         if due is None:
             wake = schedule.wake_at() if share is None else min(schedule.wake_at(), share.wake_at())
-            link.sleep(wake - now, () if share is None else (share.fileno(),))
+            link.sleep(wake - now, () if share is None else share.wake_on())
             continue
         position, due_at = due
         replica = replicas[position]

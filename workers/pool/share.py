@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ltxpool.discovery import Target, owner_of
+from ltxpool.discovery import Target, owner_of, scan
 from ltxpool.discovery.watch import Changes, DatabaseWatch
 from ltxpool.display import escape, one_line
 from ltxpool.errors import LtxpoolError
@@ -30,10 +30,7 @@ from ltxpool.replicate.errors import DatabaseBusyError, ReplicaBusyError
 from ltxpool.replicate.replicator import Replicator, StepResult
 from ltxpool.replicate.state import StateStore
 
-__all__ = ["DatabaseShare", "StepOutcome", "RESCAN_INTERVAL"]
-
-#: Seconds between two full scans of the entries: the safety net for missed events.
-RESCAN_INTERVAL = 300.0
+__all__ = ["DatabaseShare", "StepOutcome"]
 
 log = logging.getLogger("ltxpool.pool")
 
@@ -51,11 +48,12 @@ class StepOutcome:
 class DatabaseShare:
     """The databases ``owner_of`` gives worker ``index`` of ``config.workers``."""
 
-    def __init__(self, config: PoolConfig, index: int, *, rescan_interval: float = RESCAN_INTERVAL) -> None:
-        workers = config.workers
+    def __init__(self, config: PoolConfig, index: int) -> None:
+        workers = self._workers = config.workers
         self.index = index
         self.lock_timeout = config.lock_timeout
-        self.rescan_interval = rescan_interval
+        self.rescan_interval = config.rescan_interval
+        self.notify = config.notify
         self.watch = DatabaseWatch(config.databases, owns=lambda path: owner_of(path, workers) == index)
         self.queue = DatabaseQueue()
         self.retired = 0
@@ -65,7 +63,7 @@ class DatabaseShare:
 
     def start(self, now: float, held_off: Mapping[str, float]) -> list[Target]:
         """Watch, then scan: every database of the share is due at once (what it committed unseen)."""
-        found = self.watch.start()
+        found = self.watch.start() if self.notify else self._scan()
         for target in found.values():
             self._add(target, now)
             if target.replica in held_off:
@@ -77,8 +75,20 @@ class DatabaseShare:
         self.queue.add(target, now)
         self._maybe_problem.add(target.database)
 
-    def fileno(self) -> int:
-        return self.watch.fileno()
+    def _scan(self) -> dict[str, Target]:
+        self.watch.known = {path: target for path, target in scan(self.watch.entries).items()
+                            if owner_of(path, self._workers) == self.index}
+        return dict(self.watch.known)
+
+    def _rescan(self) -> Changes:
+        """The rescan alone (``notify`` off): what a pool without change notification sees."""
+        before = self.watch.known
+        now = self._scan()
+        return Changes(tuple(t for p, t in now.items() if p not in before), tuple(p for p in before if p not in now))
+
+    def wake_on(self) -> tuple[int, ...]:
+        """The descriptors to sleep on: the change notification's."""
+        return (self.watch.fileno(),) if self.notify else ()
 
     def wake_at(self) -> float:
         return min(self.queue.wake_at(), self._next_rescan)
@@ -86,9 +96,9 @@ class DatabaseShare:
     def absorb(self, now: float) -> tuple[list[Target], list[Target]]:
         """Take in what the kernel reported (and the periodic rescan, when due);
         returns the databases found and those retired."""
-        changes = self.watch.read()
+        changes = self.watch.read() if self.notify else Changes()
         if now >= self._next_rescan:
-            rescanned = self.watch.rescan()
+            rescanned = self.watch.rescan() if self.notify else self._rescan()
             changes = Changes(changes.added + rescanned.added, changes.removed + rescanned.removed,
                               changes.changed | rescanned.changed)
             self._next_rescan = now + self.rescan_interval

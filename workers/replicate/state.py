@@ -149,7 +149,8 @@ class StateStore:
             self._claim.close()
             self._dir.close()
             raise ReplicaBusyError(
-                self.directory, "claim replica", None, f"another ltxpool replicate is writing to this replica{holders}"
+                self.directory, "claim replica", None,
+                f"another ltxpool process (a replicate or a pool worker) is writing to this replica{holders}",
             )
         self._checksums_fd = -1
         self._txids: TxidRecord | None = None
