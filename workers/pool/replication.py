@@ -47,6 +47,8 @@ class QueuedDatabase:
     due: float = math.inf
     #: When the change the next step will write was first noticed (None: nothing pending).
     seen_at: float | None = None
+    #: When a change was last noticed.
+    latest: float = -math.inf
     last_step: float = -math.inf
     failures: int = 0
     not_before: float = 0.0
@@ -95,6 +97,7 @@ class DatabaseQueue:
             return
         if entry.seen_at is None:
             entry.seen_at = now
+        entry.latest = max(entry.latest, now)
         due = max(now, entry.last_step + entry.target.interval)
         if due < entry.due:
             self._set(entry, due)
@@ -133,10 +136,12 @@ class DatabaseQueue:
         entry.failures = 0
         entry.not_before = 0.0
         entry.reported = ""
-        if entry.seen_at is not None and entry.seen_at <= started:
+        if entry.latest <= started:
             entry.seen_at = None
-        if entry.seen_at is not None:
-            self._set(entry, started + entry.target.interval)
+            return
+        # Noticed after the step began: maybe after its capture. Counted from the step's start.
+        entry.seen_at = max(entry.seen_at if entry.seen_at is not None else started, started)
+        self._set(entry, started + entry.target.interval)
 
     def retry(self, entry: QueuedDatabase, now: float, delay: float) -> None:
         """Try again in ``delay`` seconds; what was seen stays pending."""

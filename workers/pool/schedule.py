@@ -15,7 +15,10 @@ mtime is under a second old is looked at again on the next poll.
 
 Replicas of the pool's own ``[[databases]]`` are not polled: the worker that
 replicates a database is the one that compacts its replica, and it re-plans the
-replica itself after each file it writes (``touch``). Replicas come and go as
+replica itself after each file it writes (``touch``) -- nor rescanned: listing
+thousands of idle replicas every ``rescan_interval`` would be the idle cost again,
+and no one else writes their level 0 (a manual ``replicate`` of one is planned
+at the worker's next start). Replicas come and go as
 databases are found and retired (``add``, ``retire``); a retired position is never
 looked at again.
 
@@ -188,10 +191,10 @@ class ReplicaSchedule:
         return changed
 
     def rescan(self, now: float) -> None:
-        """Re-plan every replica (at start, and every ``rescan_interval``)."""
+        """Re-plan every polled replica (at start, and every ``rescan_interval``)."""
         now_ns = time.time_ns()
         for position in self._order:
-            if self._retired[position]:
+            if self._retired[position] or not self._polled[position]:
                 continue
             self._look(position, now_ns)
             self.refresh(position, now)
