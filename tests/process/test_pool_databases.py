@@ -254,3 +254,33 @@ def test_sigkilled_workers_lose_and_duplicate_no_commit_across_20_databases(tmp_
                 os.unlink(ltx.path)
     assert txid_problems(str(copy)) != []
     assert restored_ids(str(copy)) != committed[victim_db]
+
+
+def test_sighup_adds_an_entry_and_a_path_entry_is_replicated_once_its_database_appears(tmp_path: Path) -> None:
+    """A ``path`` entry whose database does not exist yet, then a ``dir`` entry added by SIGHUP."""
+    source, replicas = folders(tmp_path)
+    app = source / "app.db"
+    single = f'\n[[databases]]\npath = "{app}"\nreplica = "{replicas / "app"}"\ninterval = 0.2\n'
+    pool = Pool(tmp_path, [], extra_config=single)
+    try:
+        pool.wait_for(r"worker-1 started")
+        committed = create_database(app, rows=2)
+        eventually(lambda: has_snapshot(str(replicas / "app")), timeout=5, what="the path entry's database", pool=pool)
+        other = tmp_path / "other"
+        other.mkdir()
+        (tmp_path / "ltx-other").mkdir(mode=0o755)
+        create_database(other / "x" / "late.db", rows=4)
+        pool.config.write_text(pool.config.read_text()
+                               + dir_entry(other, tmp_path / "ltx-other").replace("\n[discovery]\nnotify = true\n", ""))
+        mark = len(pool.lines)
+        pool.process.send_signal(signal.SIGHUP)
+        pool.wait_for(r"SIGHUP: configuration reloaded", mark)
+        eventually(lambda: has_snapshot(str(tmp_path / "ltx-other" / "x" / "late.db")), timeout=10,
+                   what="the database of the entry added by SIGHUP", pool=pool)
+        commit_row(app, 3)
+        committed.add(3)
+        eventually(lambda: restored_ids(str(replicas / "app")) == committed, timeout=10,
+                   what="the commit after the reload", pool=pool)
+        assert pool.stop() == 0
+    finally:
+        pool.kill()
