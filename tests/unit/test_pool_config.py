@@ -136,7 +136,7 @@ def test_database_entries_are_checked_against_the_disk_at_start(tmp_path: Path) 
     (tmp_path / "ltx").mkdir(mode=0o755)
     tmp_path.chmod(0o755)
     ok = DatabaseDir(str(tmp_path / "src"), str(tmp_path / "ltx"))
-    check_databases([ok, DatabaseFile(str(tmp_path / "src" / "a.db"), str(tmp_path / "ltx-a"))], ())
+    check_databases([ok, DatabaseFile(str(tmp_path / "src" / "a.sqlite"), str(tmp_path / "ltx-a"))], ())
     cases = [
         (DatabaseDir(str(tmp_path / "nope"), str(tmp_path / "ltx")), "databases[0].dir: no such directory"),
         (DatabaseDir(str(tmp_path / "src"), str(tmp_path / "src" / "ltx")), "databases[0].replica_root: "),
@@ -148,6 +148,11 @@ def test_database_entries_are_checked_against_the_disk_at_start(tmp_path: Path) 
         with pytest.raises(ConfigError) as caught:
             check_databases([entry], ())
         assert message in str(caught.value)
+    nested = DatabaseDir(str(tmp_path / "src" / "ltx"), str(tmp_path / "ltx"))
+    with pytest.raises(ConfigError, match=r"databases\[1\]\.dir: overlaps databases\[0\]"):
+        check_databases([DatabaseDir(str(tmp_path / "src"), str(tmp_path / "ltx"), recursive=True), nested], ())
+    with pytest.raises(ConfigError, match=r"databases\[1\]\.path: is also matched by databases\[0\]"):
+        check_databases([ok, DatabaseFile(str(tmp_path / "src" / "b.db"), str(tmp_path / "r"))], ())
     twice = DatabaseFile(str(tmp_path / "src" / "a.db"), str(tmp_path / "r"))
     with pytest.raises(ConfigError, match=r"databases\[1\]\.path: is already databases\[0\]"):
         check_databases([twice, twice], ())

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import fnmatch
 import math
 import os
 import pwd
@@ -419,13 +420,36 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def _covers(folder: DatabaseDir, path: str) -> bool:
+    """Whether the ``dir`` entry ``folder`` reaches the file or folder ``path``."""
+    parent = os.path.dirname(path)
+    return parent == folder.dir or (folder.recursive and _inside(parent, folder.dir))
+
+
+def _refuse_overlap(index: int, entry: DatabaseEntry, folders: Sequence[tuple[int, DatabaseDir]]) -> None:
+    """One database, one entry: two entries reaching one file would give it two replicas."""
+    for other_index, other in folders:
+        if other_index == index:
+            continue
+        if isinstance(entry, DatabaseFile):
+            if _covers(other, entry.path) and fnmatch.fnmatchcase(os.path.basename(entry.path), other.pattern):
+                raise ConfigError(entry.path, f"databases[{index}].path", None,
+                                  f"is also matched by databases[{other_index}] (dir {other.dir})")
+        elif other_index < index and (entry.dir == other.dir or _covers(other, entry.dir)
+                                      or _covers(entry, other.dir)):
+            raise ConfigError(entry.dir, f"databases[{index}].dir", None,
+                              f"overlaps databases[{other_index}] (dir {other.dir}): give each folder one entry")
+
+
 def check_databases(entries: Sequence[DatabaseEntry], owners: Sequence[int]) -> None:
     """Refuse at start what would fail later: a missing folder, an unsafe replica root, a
     replica tree inside the folder it replicates (its files would be scanned as sources),
     two entries for one database."""
     files: dict[str, int] = {}
+    folders = [(index, entry) for index, entry in enumerate(entries) if isinstance(entry, DatabaseDir)]
     for index, entry in enumerate(entries):
         key = f"databases[{index}]"
+        _refuse_overlap(index, entry, folders)
         if isinstance(entry, DatabaseFile):
             if entry.path in files:
                 raise ConfigError(entry.path, f"{key}.path", None, f"is already databases[{files[entry.path]}]")

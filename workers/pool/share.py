@@ -26,7 +26,7 @@ from ltxpool.display import escape, one_line
 from ltxpool.errors import LtxpoolError
 from ltxpool.pool.config import PoolConfig
 from ltxpool.pool.replication import CLAIM_RETRY, DatabaseQueue, QueuedDatabase
-from ltxpool.replicate.errors import DatabaseBusyError, ReplicaBusyError
+from ltxpool.replicate.errors import DatabaseBusyError, ReplicaBusyError, SourceError
 from ltxpool.replicate.replicator import Replicator, StepResult
 from ltxpool.replicate.state import StateStore
 
@@ -125,6 +125,7 @@ class DatabaseShare:
         started = time.time()
         seen_at = entry.seen_at if entry.seen_at is not None else started
         try:
+            _refuse_links(target.database)
             with Replicator(target.database, target.replica, lock_timeout=self.lock_timeout) as replicator:
                 result = replicator.step(seen_at)
                 if target.database in self._maybe_problem:
@@ -182,3 +183,13 @@ def _gone(path: str) -> bool:
     except OSError as exc:
         return exc.errno in (errno.ENOENT, errno.ENOTDIR)
     return False
+
+
+def _refuse_links(database: str) -> None:
+    """A folder on the way swapped for a link since discovery (a tenant's move): no step
+    reads through it. (SQLite's own open still follows the path: a swap in the
+    microseconds between this check and that open is left to ``Replicator``, which
+    refuses a database whose real path is not the one its replica holds.)"""
+    real = os.path.realpath(database)
+    if real != database:
+        raise SourceError(database, "check path", errno.ELOOP, f"reached through a link (to {real}); not read")

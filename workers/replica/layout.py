@@ -115,6 +115,22 @@ class Listing:
     directory: Directory | None = field(default=None, repr=False)
 
 
+def _make_parents(folder: str) -> None:
+    """``mkdir -p folder``, each new folder with its nearest existing ancestor's mode minus write for
+    others (and the umask: never a chmod by path, which a swapped folder would redirect)."""
+    missing = []
+    while not os.path.isdir(folder):
+        missing.append(folder)
+        up = os.path.dirname(folder)
+        if up == folder:
+            break
+        folder = up
+    mode = stat.S_IMODE(os.stat(folder).st_mode) & ~0o022
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, mode)
+
+
 class Replica:
     """A replica root directory in Litestream's file layout."""
 
@@ -145,12 +161,14 @@ class Replica:
     def ensure_root(self, access: FileAccess) -> None:
         """Create the root if it is missing, with ``access``'s folder mode and owner.
 
-        Only the root itself is made with that mode: the folders above it are the
-        operator's (made as ``mkdir -p`` would).
+        Only the root itself is made with that mode. Missing folders above it (a
+        ``[[databases]]`` replica under ``replica_root/<tenant>/``) take the mode of the
+        nearest folder that exists, never group- or world-writable, so they show no
+        more of the tree than the operator's own folder does.
         """
         parent = os.path.dirname(os.path.abspath(self.root))
         try:
-            os.makedirs(parent, exist_ok=True)
+            _make_parents(parent)
             os.mkdir(self.root, access.dir_mode)
         except FileExistsError:
             return
