@@ -159,16 +159,19 @@ def test_a_change_in_the_clock_tick_of_the_listing_is_found_next_round_on_a_one_
     planted = level0 / format_name(7, 7)
     real_list_level = Replica.list_level
     armed = [True]
+    same_second: list[bool] = []
 
     def list_level(self: Replica, level: int):  # noqa: ANN202 - the real method's type
         if not (armed[0] and level == 0):
             return real_list_level(self, level)
         armed[0] = False
-        if time.time() % 1 > 0.8:  # keep the change, the listing and the plant within one second
+        if time.time() % 1 > 0.5:  # keep the change, the listing and the plant within one second
             time.sleep(1 - time.time() % 1)
         (level0 / ".a-new-entry").write_bytes(b"")  # a change just before the listing (no listing sees dotfiles)
         listing = real_list_level(self, level)
         planted.write_bytes(Path(good.path).read_bytes()[:-7])  # and one just after: unseen this round
+        assert listing.stamp is not None
+        same_second.append(coarse(os.stat(level0).st_ctime_ns) == listing.stamp.ctime_ns)
         return listing
 
     time.sleep(1.1)
@@ -181,6 +184,7 @@ def test_a_change_in_the_clock_tick_of_the_listing_is_found_next_round_on_a_one_
         assert caught == [1] and not planted.exists()
         assert link.round_events[1].examined == LEVELS_BUILT
     else:
+        assert same_second == [True], "premise: the plant came in the second of the listing (a stalled machine?)"
         assert caught == [] and planted.exists(), "control: without the racy rule the change is missed"
         assert link.round_events[1].unchanged == LEVELS_BUILT
 
