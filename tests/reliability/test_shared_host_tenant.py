@@ -347,3 +347,49 @@ def test_fifos_planted_in_replicates_state_never_hang_restore_or_replicate(
     os.close(os.open(state / "txids", os.O_WRONLY))
     reader.join(5)
     assert opened.is_set()
+
+
+@pytest.mark.parametrize("protected", PROTECTED)
+def test_a_folder_swapped_for_a_link_after_an_idle_janitor_round_leads_the_janitor_nowhere_outside(
+    host: dict[str, Path], tenant: User, protected: bool, by_path: Callable[[], None],
+    during_lock_waits: Callable[[Callable[[], None]], None],
+) -> None:
+    """#15: the janitor leaves an unchanged replica alone on an lstat per level. After an idle
+    round, the tenant plants an orphan and swaps ``ltx/0`` for a link to a root-only folder
+    during the lock wait of the next round; then, with the link in place, a third round."""
+    from ltxpool.pool.config import PoolConfig
+    from ltxpool.pool.roles import janitor_main
+    from ltxpool.replica.janitor_memory import JanitorMemory
+    from tests.support.helpers import RoundsLink
+
+    config = PoolConfig(replicas=(str(host["tenant"]), str(host["other"])), janitor_interval=0.0)
+    memory = JanitorMemory()
+    time.sleep(1.1)  # past the racy second of the replicas just built
+    idle = RoundsLink(2)
+    janitor_main(idle, config, {}, memory=memory)
+    assert [(r.examined, r.unchanged) for r in idle.round_events] == [(2, 0), (0, 2)]
+    name = temp_name_for("0000000000000005-0000000000000005.ltx")
+    (host["decoy"] / name).write_bytes(b"root's write in flight elsewhere")
+    planted = host["tenant"] / "ltx" / "0" / name
+    planted.write_bytes(b"orphan")
+    os.chown(planted, tenant.uid, tenant.gid)
+    decoy_before, others_before = fingerprint(host["decoy"]), fingerprint(host["other"])
+    during_lock_waits(lambda: swap_for_link(tenant, host["tenant"] / "ltx" / "0", host["decoy"]))
+    if not protected:
+        by_path()
+    swapped = RoundsLink(1)
+    janitor_main(swapped, config, {}, memory=memory)
+    if not protected:
+        assert not (host["decoy"] / name).exists(), "control: the by-path sweep deleted root's temp file elsewhere"
+        return
+    assert fingerprint(host["decoy"]) == decoy_before and fingerprint(host["other"]) == others_before
+    assert not (host["tenant"] / "ltx" / "0.moved" / name).exists()
+    assert [(r.replica, r.orphans_removed) for r in swapped.reports(0)] == [(str(host["tenant"]), 1)]
+    assert swapped.round_events[0].unchanged == 1, "the other replica, unchanged, was left alone"
+    # The link in place: its lstat is another inode, so the replica gets its full pass, which refuses the link.
+    after = RoundsLink(2)
+    janitor_main(after, config, {}, memory=memory)
+    assert fingerprint(host["decoy"]) == decoy_before
+    assert [(r.examined, r.unchanged) for r in after.round_events] == [(0, 1), (0, 1)], (
+        "the tenant's replica gets its pass every round (level 0 refused, never listed); the other is left alone")
+    assert (host["decoy"] / name).exists()

@@ -97,3 +97,72 @@ def path_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     if dir_fd is not None and not os.path.isabs(path):
         return os.path.join(fd_target(dir_fd), path)
     return path
+
+
+class RoundsLink:
+    """A stand-in for the supervisor link that lets ``janitor_main`` run ``rounds`` rounds in-process.
+
+    ``events`` holds what it sent; ``locks_per_round`` how many ``DirLock`` objects each round
+    built (when ``count_locks`` was applied), read at each ``JanitorRound``.
+    """
+
+    def __init__(self, rounds: int, between: Callable[[int], None] | None = None,
+                 locks: list[int] | None = None) -> None:
+        self.rounds = rounds
+        self.between = between
+        self.events: list[Any] = []
+        self.round_events: list[Any] = []
+        self.locks_per_round: list[int] = []
+        self.lock_count = [0] if locks is None else locks
+        self._counted = self.lock_count[0]
+
+    @property
+    def stopping(self) -> bool:
+        return len(self.round_events) >= self.rounds
+
+    @property
+    def parent(self) -> int:
+        return os.getppid()
+
+    def send(self, event: Any) -> None:
+        from ltxpool.pool.events import JanitorRound
+
+        self.events.append(event)
+        if isinstance(event, JanitorRound):
+            self.round_events.append(event)
+            self.locks_per_round.append(self.lock_count[0] - self._counted)
+            self._counted = self.lock_count[0]
+
+    def busy(self, what: str, lag: float = 0.0, replica: str = "") -> None:
+        pass
+
+    def sleep(self, seconds: float) -> None:
+        if self.between is not None and not self.stopping:
+            self.between(len(self.round_events))
+
+    def reports(self, round_index: int) -> list[Any]:
+        """The ``JanitorReported`` reports of one round (0-based)."""
+        from ltxpool.pool.events import JanitorReported, JanitorRound
+
+        found, seen = [], 0
+        for event in self.events:
+            if isinstance(event, JanitorRound):
+                seen += 1
+            elif isinstance(event, JanitorReported) and seen == round_index:
+                found.append(event.report)
+        return found
+
+
+def count_locks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count every ``DirLock`` built (each opens its directory and 17 lock files); pass it to RoundsLink."""
+    from ltxpool.locks.dirlock import DirLock
+
+    real = DirLock.__init__
+    count = [0]
+
+    def counting(self: DirLock, *args: Any, **kwargs: Any) -> None:
+        count[0] += 1
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(DirLock, "__init__", counting)
+    return count

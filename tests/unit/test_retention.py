@@ -155,3 +155,42 @@ def test_an_old_layout_history_loses_its_base_copies_once_a_level_9_snapshot_cov
     assert latest(after) == 100 and covered_txids(after) == covered_txids(listings)
     assert {(0, 1, 1), (1, 1, 10), (2, 1, 50)} <= set(spans(doomed))
     assert not any(f.min_txid == 1 for level in (0, 1, 2, 3) for f in after[level].files)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    levels=st.fixed_dictionaries({f"l{level}": ranges for level in LEVELS}),
+    ages=st.lists(st.sampled_from([0, 100, 299, 300, 301, 599, 600, 3599, 3600, 5000]), min_size=64, max_size=64),
+    later=st.floats(0.0, 1.0),
+)
+def test_the_plan_stays_as_it_is_until_retention_due_says(levels, ages, later) -> None:
+    """The janitor leaves an unchanged replica alone until ``retention_due``: nothing may become removable before."""
+    from ltxpool.replica.retention import retention_due
+
+    levels["l9"] = [(1, b) for _, b in levels["l9"]]
+    for key in levels:
+        levels[key] = sorted(set(levels[key]))
+    listings = state(**levels)
+    for index, listing in enumerate(listings.values()):
+        listing.files = [LtxFile(f.level, f.min_txid, f.max_txid, f.path, 1, NOW - ages[(index * 13 + i) % 64])
+                         for i, f in enumerate(listing.files)]
+    due = retention_due(listings, POLICY, NOW)
+    assert due >= NOW
+    before = spans(plan_retention(listings, POLICY, NOW))
+    if due == float("inf"):
+        assert spans(plan_retention(listings, POLICY, NOW + 10**7)) == before
+    else:
+        # Anywhere in [NOW, due) the plan is the one of NOW.
+        assert spans(plan_retention(listings, POLICY, NOW + (due - NOW) * later * 0.999)) == before
+
+
+def test_retention_due_is_when_a_covered_file_first_becomes_removable() -> None:
+    from ltxpool.replica.retention import retention_due
+
+    listings = aged(state(l0=[(1, 1), (2, 2), (3, 3)], l1=[(1, 2)]), 10)
+    due = retention_due(listings, POLICY, NOW)
+    assert due == NOW - 10 + 300
+    assert plan_retention(listings, POLICY, due - 0.001) == []
+    assert spans(plan_retention(listings, POLICY, due)) == [(0, 1, 1), (0, 2, 2)]
+    # Control: nothing ever covers a lone level 0 -- never due.
+    assert retention_due(aged(state(l0=[(1, 1), (2, 2)]), 10), POLICY, NOW) == float("inf")

@@ -109,9 +109,17 @@ class JanitorReported:
 
 @dataclass(frozen=True)
 class JanitorRound:
-    """A janitor round over all replicas ended; ``replicas`` of them were cleaned."""
+    """A janitor round over all replicas ended; ``replicas`` of them were cleaned or found unchanged.
+
+    ``examined``: level directories that got a full pass (listed, their lock built);
+    ``unchanged``: level directories left alone on one ``lstat`` each, their replica
+    unchanged since a clean pass; ``seconds``: how long the round took.
+    """
 
     replicas: int
+    examined: int = 0
+    unchanged: int = 0
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,12 @@ class PoolMetrics:
         self.watches = Gauge("ltxpool_inotify_watches", "Change-notification watches the workers hold", registry=r)
         self._shares: dict[int, DatabasesKnown] = {}
         self.janitor_rounds = Counter("ltxpool_janitor_rounds", "Janitor rounds over all replicas", registry=r)
+        self.janitor_directories = Counter("ltxpool_janitor_directories",
+                                           "Level directories per janitor round: examined (full pass) or "
+                                           "unchanged (one lstat, no lock)", ["result"], registry=r)
+        self.janitor_round_seconds = Histogram("ltxpool_janitor_round_duration_seconds",
+                                               "Time one janitor round over all replicas took", buckets=_SECONDS,
+                                               registry=r)
         self.janitor_orphans = Counter("ltxpool_janitor_orphans_removed", "Orphaned temp files removed", registry=r)
         self.janitor_retention = Counter("ltxpool_janitor_retention_removed", "LTX files removed by retention",
                                          registry=r)
@@ -103,6 +109,9 @@ class PoolMetrics:
             self._janitor(event.report)
         elif isinstance(event, JanitorRound):
             self.janitor_rounds.inc()
+            self.janitor_directories.labels("examined").inc(event.examined)
+            self.janitor_directories.labels("unchanged").inc(event.unchanged)
+            self.janitor_round_seconds.observe(event.seconds)
         elif isinstance(event, JanitorFailed):
             self.janitor_failures.labels(event.replica).inc()
         elif isinstance(event, Busy) and event.what.startswith("compacting"):

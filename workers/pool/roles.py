@@ -8,7 +8,10 @@ off one level (a claimed level is skipped, not waited for).
 
 ``janitor_main``: the one janitor. Every ``janitor_interval`` it runs
 ``janitor_pass`` on each replica in turn (orphaned temp files, quarantine of
-corrupt files, retention) and reports what it did.
+corrupt files, retention) and reports what it did -- each replica that changed, that
+is: one its last pass left clean, unchanged since, costs an ``lstat`` per level
+directory and no lock (``ltxpool.replica.janitor_memory``), so a round's cost follows
+what changed, not how many replicas there are (issue 15).
 
 Both announce each item before they start it (``busy``), which starts the
 supervisor's hang deadline, and report every result and every failure. A failure
@@ -45,11 +48,13 @@ from ltxpool.pool.events import (
     Replicated,
     ReplicationFailed,
 )
+from ltxpool.pool.replicas import replica_roots
 from ltxpool.pool.replication import QueuedDatabase
 from ltxpool.pool.schedule import ReplicaSchedule
 from ltxpool.pool.share import DatabaseShare
 from ltxpool.replica.compactor import compaction_pass
 from ltxpool.replica.janitor import JanitorReport, janitor_pass
+from ltxpool.replica.janitor_memory import JanitorMemory
 from ltxpool.replica.layout import Replica
 from ltxpool.replica.problem_summary import SkipLog
 
@@ -192,6 +197,13 @@ class _Verified:
     def of(self, replica: Replica) -> set[tuple[str, int, float]]:
         return self.sets.setdefault(replica.root, set())
 
+    def keep_only(self, roots: list[str]) -> None:
+        """Drop the sets of replicas no longer looked after (a replica that returns is verified again)."""
+        wanted = set(roots)
+        for root in [root for root in self.sets if root not in wanted]:
+            del self.sets[root]
+            self._pruned_at.pop(root, None)
+
     def prune_if_grown(self, replica: Replica) -> None:
         verified = self.of(replica)
         if len(verified) <= 2 * self._pruned_at.get(replica.root, 0) + 64:
@@ -201,34 +213,65 @@ class _Verified:
         self._pruned_at[replica.root] = len(verified)
 
 
-def janitor_main(link: ChildLink, config: PoolConfig, held_off: Mapping[str, float]) -> None:
-    """Clean every replica every ``janitor_interval`` seconds until asked to stop."""
-    replicas = [Replica(root) for root in config.replicas]
+def janitor_main(link: ChildLink, config: PoolConfig, held_off: Mapping[str, float], *,
+                 memory: JanitorMemory | None = None) -> None:
+    """Clean every replica every ``janitor_interval`` seconds until asked to stop.
+
+    Each round first looks at every replica (``replica_roots``: the configured ones and
+    those of the databases found now) through ``memory``: one left clean by its last
+    pass and unchanged since costs an ``lstat`` per level and is left alone; the others
+    get their full pass. ``memory``: a disabled one for tests (every replica, every round).
+    """
+    memory = JanitorMemory() if memory is None else memory
     started = time.monotonic()
     not_before = {root: started + seconds for root, seconds in held_off.items()}
     verified = _Verified()
-    problems: dict[str, set[str]] = {replica.root: set() for replica in replicas}
-    skips = {replica.root: SkipLog() for replica in replicas}
+    problems: dict[str, set[str]] = {}
+    skips: dict[str, SkipLog] = {}
     while not link.stopping:
         started = time.monotonic()
-        done = 0
-        for replica in replicas:
+        link.busy("looking for changed replicas")
+        roots = replica_roots(config)
+        # A replica no longer looked after takes what was known of it along.
+        memory.keep_only(roots)
+        verified.keep_only(roots)
+        for known in (problems, skips):
+            for root in known.keys() - set(roots):
+                del known[root]
+        done = examined = unchanged = 0
+        now = time.time()
+        changed = []
+        for root in roots:
+            if not_before.get(root, 0.0) > time.monotonic():
+                continue
+            replica = Replica(root)
+            skipped = memory.unchanged(replica, now)
+            if skipped is None:
+                changed.append(replica)
+            else:
+                unchanged += skipped
+                done += 1
+        for replica in changed:
             if link.stopping:
                 break
-            if not_before.get(replica.root, 0.0) > time.monotonic():
-                continue
             link.busy(f"cleaning {replica.root}", replica=replica.root)
             try:
                 report = janitor_pass(replica, config.janitor, time.time(), verified.of(replica))
                 verified.prune_if_grown(replica)
             except (LtxpoolError, OSError) as exc:
+                memory.forget(replica.root)
                 log.error("%s: janitor round failed: %s", escape(replica.root), one_line(str(exc)))
                 link.send(JanitorFailed(replica.root, exc))
                 continue
-            _log_report(report, problems[replica.root], skips[replica.root])
+            memory.remember(replica, report)
+            examined += report.examined
+            _log_report(report, problems.setdefault(replica.root, set()), skips.setdefault(replica.root, SkipLog()))
             if report.orphans_removed or report.retention_removed or report.quarantined or report.busy_dirs \
                     or report.lock_waits:
                 link.send(JanitorReported(report))
             done += 1
-        link.send(JanitorRound(done))
-        link.sleep(config.janitor_interval - (time.monotonic() - started))
+        seconds = time.monotonic() - started
+        log.debug("janitor round: %d of %d replicas, %d level directories examined, %d unchanged, %.3f s",
+                  done, len(roots), examined, unchanged, seconds)
+        link.send(JanitorRound(done, examined, unchanged, seconds))
+        link.sleep(config.janitor_interval - seconds)

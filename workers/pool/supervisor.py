@@ -63,6 +63,7 @@ from ltxpool.pool.errors import CrashLoop
 from ltxpool.pool.events import Compacted, Event
 from ltxpool.pool.logging import set_format
 from ltxpool.pool.metrics import PoolMetrics
+from ltxpool.pool.replicas import replica_roots
 from ltxpool.pool.roles import janitor_main, worker_main
 from ltxpool.pool.schedule import ReplicaHolds
 from ltxpool.pool.watcher import Watcher
@@ -270,11 +271,12 @@ def _drain(fd: int) -> None:
 def remove_orphans(config: PoolConfig) -> int:
     """Sweep every level directory of every replica for orphaned temp files (the last act of a stop).
 
-    Under the directory lock, as the janitor does: a write in flight by another
-    program (``ltxpool replicate``) is never touched.
+    Every replica: the configured ones and those of the databases found now
+    (``replica_roots``), as the janitor's rounds do. Under the directory lock, as the
+    janitor does: a write in flight by another program (``ltxpool replicate``) is never touched.
     """
     removed = 0
-    for root in config.replicas:
+    for root in replica_roots(config):
         replica = Replica(root)
         for _level, directory in replica.safe_level_dirs():
             try:

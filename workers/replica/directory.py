@@ -28,13 +28,15 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
+from dataclasses import dataclass
 from types import TracebackType
 
 from ltxpool.locks.claim import Claim
 from ltxpool.locks.dirlock import DEFAULT_TIMEOUT, DirLock
 from ltxpool.replica.errors import DirectoryError
 
-__all__ = ["Directory", "trusted_file", "dir_lock", "claim_in", "DIRECTORY_FLAGS"]
+__all__ = ["Directory", "DirectoryStamp", "trusted_file", "dir_lock", "claim_in", "DIRECTORY_FLAGS", "RACY_NS"]
 
 DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -44,6 +46,44 @@ def _refusal(path: str, step: str, exc: OSError) -> DirectoryError:
     if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
         return DirectoryError(path, step, exc.errno, "is a symlink; refusing to follow it")
     return DirectoryError.from_oserror(path, step, exc)
+
+
+#: A stamp taken less than this after its directory's last change may share the kernel
+#: clock tick of a change still to come (git's "racily clean" entries; see DirectoryStamp).
+RACY_NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class DirectoryStamp:
+    """What a directory's inode said at one moment: which directory (dev, inode) and its last change.
+
+    Adding, removing or renaming an entry sets the directory's mtime and ctime; ``utime``
+    can set the mtime back but not the ctime, which only moves forward. So an equal
+    stamp means the same directory with the same entries -- unless a change came in the
+    same kernel clock tick as the last one before the stamp was taken. ``racy`` tells
+    that case: the stamp was taken within :data:`RACY_NS` of that last change, and
+    proves nothing about what followed.
+    """
+
+    dev: int
+    ino: int
+    mtime_ns: int
+    ctime_ns: int
+    #: Wall time just before the stat was taken.
+    taken_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result, taken_ns: int) -> DirectoryStamp:
+        return cls(st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, taken_ns)
+
+    @property
+    def key(self) -> tuple[int, int, int, int]:
+        """What two looks at an unchanged directory agree on."""
+        return self.dev, self.ino, self.mtime_ns, self.ctime_ns
+
+    @property
+    def racy(self) -> bool:
+        return self.taken_ns - max(self.mtime_ns, self.ctime_ns) < RACY_NS
 
 
 def trusted_file(st: os.stat_result) -> str | None:
@@ -92,6 +132,14 @@ class Directory:
     def identity(self) -> tuple[int, int]:
         st = os.fstat(self.fd)
         return st.st_dev, st.st_ino
+
+    def stamp(self) -> DirectoryStamp:
+        """This directory's :class:`DirectoryStamp`, through the descriptor (take it before listing)."""
+        taken = time.time_ns()
+        try:
+            return DirectoryStamp.of(os.fstat(self.fd), taken)
+        except OSError as exc:
+            raise DirectoryError.from_oserror(self.path, "stat directory", exc) from exc
 
     def owner(self) -> tuple[int, int]:
         st = os.fstat(self.fd)

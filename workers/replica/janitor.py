@@ -12,6 +12,12 @@ are not covered by our lock, so they are deleted only when older than
 Without a lock (``lock=None``, the ``--no-lock`` control of ``ltxpool stress``) the
 sweep deletes every ``*.tmp`` at once, exactly as the cleanup in Litestream #670 did.
 
+Each report also says what a later round needs to know to leave the replica alone
+(``ltxpool.replica.janitor_memory``): the stamp of each level directory taken before
+it was listed, whether the round left it clean, and ``due``, the earliest time
+something there could become work without any change (a foreign temp file ageing
+past ``foreign_age``, a file passing a retention age).
+
 Nothing is followed: entries are examined with lstat and a symlink is unlinked as a
 link, never through it. Each level is listed once per round, and the directory
 listed is the one swept, locked, quarantined from and pruned, through its open
@@ -21,6 +27,7 @@ janitor waits for a lock only moves its own folder (``ltxpool.replica.directory`
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -31,12 +38,12 @@ from ltxpool.locks.errors import LockTimeout
 from ltxpool.ltx import verify_file
 from ltxpool.ltx.errors import CorruptLTXError
 from ltxpool.replica.atomic import is_ltxpool_temp
-from ltxpool.replica.directory import Directory, dir_lock
+from ltxpool.replica.directory import Directory, DirectoryStamp, dir_lock
 from ltxpool.replica.errors import DirectoryError, JanitorError
 from ltxpool.replica.layout import Listing, Replica
 from ltxpool.replica.problem_summary import SkippedNames, group_skipped
 from ltxpool.replica.quarantine import quarantine
-from ltxpool.replica.retention import RetentionPolicy, plan_retention
+from ltxpool.replica.retention import RetentionPolicy, plan_retention, retention_due
 
 __all__ = [
     "SweepResult",
@@ -59,7 +66,9 @@ class SweepResult:
     """What one sweep of one directory did.
 
     ``locked``: the lock was taken (only when there was something to remove);
-    ``busy``: writes in flight outlasted the timeout, skipped until the next round.
+    ``busy``: writes in flight outlasted the timeout, skipped until the next round;
+    ``foreign_due``: when the youngest-to-age foreign temp file left alone becomes old
+    enough to go (wall time; inf: none was left).
     """
 
     directory: str
@@ -67,27 +76,32 @@ class SweepResult:
     locked: bool = False
     busy: bool = False
     waited: float = 0.0
+    foreign_due: float = math.inf
 
 
-def _find_temp_files(directory: Directory, foreign_age: float) -> list[os.DirEntry[str]]:
-    """ltxpool temp files, and other tools' ``*.tmp`` older than ``foreign_age`` seconds."""
+def _find_temp_files(directory: Directory, foreign_age: float) -> tuple[list[os.DirEntry[str]], float]:
+    """ltxpool temp files, and other tools' ``*.tmp`` older than ``foreign_age`` seconds;
+    and when the first foreign one left (too young) will be old enough."""
     now = time.time()
     try:
         entries = directory.scandir()
     except DirectoryError as exc:
         raise JanitorError(exc.path, "list directory", exc.errno, exc.reason) from exc
     found = []
+    foreign_due = math.inf
     for entry in entries:
         if not entry.name.endswith(".tmp"):
             continue
         if not is_ltxpool_temp(entry.name):
             try:
-                if now - entry.stat(follow_symlinks=False).st_mtime < foreign_age:
-                    continue
+                mtime = entry.stat(follow_symlinks=False).st_mtime
             except FileNotFoundError:
                 continue
+            if now - mtime < foreign_age:
+                foreign_due = min(foreign_due, mtime + foreign_age)
+                continue
         found.append(entry)
-    return found
+    return found, foreign_due
 
 
 def _remove(directory: Directory, entries: list[os.DirEntry[str]], result: SweepResult) -> None:
@@ -116,9 +130,9 @@ def sweep_temp_files(
     """
     result = SweepResult(directory.path)
     if lock is None:
-        _remove(directory, _find_temp_files(directory, 0.0), result)
+        _remove(directory, _find_temp_files(directory, 0.0)[0], result)
         return result
-    candidates = _find_temp_files(directory, foreign_age)
+    candidates, result.foreign_due = _find_temp_files(directory, foreign_age)
     if not candidates:
         return result
     try:
@@ -152,6 +166,24 @@ class JanitorReport:
     problems: list[str] = field(default_factory=list)
     # Names the listings skipped, per directory and reason: logged summarised (problem_summary).
     skipped: list[SkippedNames] = field(default_factory=list)
+    #: Per level, its directory's stamp taken before it was listed (None: no such directory).
+    stamps: dict[int, DirectoryStamp | None] = field(default_factory=dict)
+    #: The earliest wall time something here becomes work with nothing changed (inf: never).
+    due: float = math.inf
+
+    @property
+    def examined(self) -> int:
+        """Level directories listed (and, if needed, swept, verified, pruned) this round."""
+        return sum(stamp is not None for stamp in self.stamps.values())
+
+    @property
+    def clean(self) -> bool:
+        """Whether the round left nothing behind: no change made, nothing busy, waited for or wrong.
+
+        Only after a clean round does a stamp prove, next time, that there is nothing to do.
+        """
+        return not (self.orphans_removed or self.retention_removed or self.quarantined or self.busy_dirs
+                    or self.lock_waits or self.problems or self.skipped)
 
 
 def _quarantine_corrupt(replica: Replica, listings: dict[int, Listing], locks: dict[int, DirLock],
@@ -223,10 +255,13 @@ def janitor_pass(
                                      timeout=settings.cleaning_timeout)
             report.orphans_removed += len(swept.removed)
             report.busy_dirs += swept.busy
+            report.due = min(report.due, swept.foreign_due)
             if swept.locked or swept.busy:
                 report.lock_waits.append(swept.waited)
         _quarantine_corrupt(replica, listings, locks, verified, report)
         _apply_retention(listings, settings, now, locks, report)
+        report.due = min(report.due, retention_due(listings, settings.retention, now))
+        report.stamps = {level: listing.stamp for level, listing in listings.items()}
     finally:
         for lock in locks.values():
             lock.close()

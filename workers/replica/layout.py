@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from ltxpool.ltx import Decoder, open_ltx, parse_filename
 from ltxpool.replica.access import PRIVATE, FileAccess
-from ltxpool.replica.directory import Directory, trusted_file
+from ltxpool.replica.directory import Directory, DirectoryStamp, trusted_file
 from ltxpool.replica.errors import DirectoryError, LevelDirectoryError
 
 __all__ = [
@@ -113,6 +113,8 @@ class Listing:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     #: The level directory as listed (None: it does not exist or was refused).
     directory: Directory | None = field(default=None, repr=False)
+    #: Its stamp, taken just before the listing: a later change of it shows in a later stamp.
+    stamp: DirectoryStamp | None = field(default=None, repr=False)
 
 
 def _make_parents(folder: str) -> None:
@@ -253,6 +255,7 @@ class Replica:
             return listing
         listing.directory = directory
         try:
+            listing.stamp = directory.stamp()
             entries = directory.scandir()
         except DirectoryError as exc:
             raise LevelDirectoryError(exc.path, "list level directory", exc.errno, exc.reason) from exc

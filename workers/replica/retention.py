@@ -14,10 +14,15 @@ Decided top-down, so that coverage is always judged against files that stay:
   covered and TXID 15 unreachable.
 
 A file that no other file covers is never deleted, whatever its age.
+
+``retention_due`` says when the plan can next change for the same files: the plan
+depends on time only through age thresholds, so between two of them it stays what it
+is now. The janitor leaves an unchanged replica alone until then.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -25,7 +30,7 @@ from ltxpool.replica.errors import RestorePlanError
 from ltxpool.replica.layout import COMPACTION_LEVELS, SNAPSHOT_LEVEL, Listing, LtxFile
 from ltxpool.replica.plan import plan_restore
 
-__all__ = ["RetentionPolicy", "plan_retention", "covered"]
+__all__ = ["RetentionPolicy", "plan_retention", "retention_due", "covered"]
 
 
 @dataclass(frozen=True)
@@ -81,3 +86,28 @@ def plan_retention(listings: Mapping[int, Listing], policy: RetentionPolicy, now
             else:
                 kept.append(f)
     return doomed
+
+
+def retention_due(listings: Mapping[int, Listing], policy: RetentionPolicy, now: float) -> float:
+    """The earliest time from ``now`` at which ``plan_retention`` of these same listings may differ; inf if never.
+
+    The plan reads the clock only in two tests: a snapshot older than
+    ``snapshot_retention``, and a file at a higher level (snapshots included) at least
+    ``level_retention[l]`` old, which may then cover files at level ``l``. Each test
+    flips once, at ``mtime + age``; the earliest one not flipped yet bounds the
+    present plan. Checked with the plan's own comparisons, so rounding can only bring
+    the time forward, never skip it.
+    """
+    due = math.inf
+    snapshots = listings[SNAPSHOT_LEVEL].files
+    for snapshot in snapshots:
+        if not now - snapshot.mtime > policy.snapshot_retention:
+            due = min(due, snapshot.mtime + policy.snapshot_retention)
+    higher = list(snapshots)
+    for level in reversed((0, *COMPACTION_LEVELS)):
+        age = policy.level_retention[level]
+        for f in higher:
+            if not now - f.mtime >= age:
+                due = min(due, f.mtime + age)
+        higher.extend(listings[level].files)
+    return due
