@@ -96,6 +96,10 @@ class LockTable:
                     (os.makedev(int(major, 16), int(minor, 16)), int(fields[4]), fields[3])
                 )
 
+    def locked(self, inode: int) -> bool:
+        """Whether any FLOCK is held on a file of this inode number (on any device)."""
+        return inode in self._by_inode
+
     @classmethod
     def read(cls) -> LockTable:
         """The table as the kernel shows it now (empty if it cannot be read)."""

@@ -156,6 +156,7 @@ def _count_temp_files(directory: Directory | None, now: float, foreign_temp_age:
 
 
 _LOCK_NAMES = (GATE_NAME, CLAIM_NAME, *(f"{SLOT_PREFIX}{i:02d}" for i in range(DEFAULT_SLOTS)))
+_LOCK_NAME_SET = frozenset(_LOCK_NAMES)
 
 
 def _is_ltxpool(pid: int) -> bool:
@@ -179,23 +180,31 @@ def _foreign_lock_holders(listings: Mapping[int, Listing],
     """Per level, (lock file, holder) for each lock held by a process that is not ltxpool.
 
     Read from one ``/proc/locks`` read by the inodes of every level's lock files, which
-    are only ``lstat``-ed: asking takes no lock. A worker of the pool holds these for
+    are only listed (and ``lstat``-ed when their inode is locked): asking takes no lock. A worker of the pool holds these for
     microseconds to a compaction's length and is not reported; anyone else holding one
     stalls the replica (``lock_timeout``) and is named here, in the log and as a metric.
     ``locks``: a table already read, shared by the statuses of many replicas.
     """
+    table = locks or LockTable.read()
     inodes: dict[tuple[int, int], tuple[int, str]] = {}
     for level, listing in listings.items():
         if listing.directory is None:
             continue
-        for name in _LOCK_NAMES:
+        try:
+            entries = listing.directory.scandir()
+        except DirectoryError:
+            continue
+        # One listing per level, not an lstat per possible lock name: thousands of replicas.
+        for entry in entries:
+            if entry.name not in _LOCK_NAME_SET or not table.locked(entry.inode()):
+                continue
             try:
-                st = listing.directory.lstat(name)
+                st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            inodes[(st.st_dev, st.st_ino)] = (level, listing.directory.display(name))
+            inodes[(st.st_dev, st.st_ino)] = (level, listing.directory.display(entry.name))
     found: dict[int, list[tuple[str, Holder]]] = {level: [] for level in listings}
-    for key, holders in (locks or LockTable.read()).holders(inodes).items():
+    for key, holders in table.holders(inodes).items():
         level, path = inodes[key]
         found[level].extend((path, holder) for holder in holders if not _is_ltxpool(holder.pid))
     return found
