@@ -19,11 +19,14 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ltxpool.pool.config import load_config
+from ltxpool.pool.metrics import PoolMetrics
 from ltxpool.replica.layout import Replica
 from tests.process.test_supervisor import Pool
 from tests.support.helpers import run_ltxpool
@@ -228,3 +231,21 @@ def test_a_pool_another_user_cannot_read_is_reported_unreadable_not_a_crash(shar
         assert found["open_files"] is None
     finally:
         pool.stop()
+
+
+@pytest.mark.parametrize("per_database", [False, True], ids=["totals", "per-database"])
+def test_the_pools_metrics_have_one_series_per_database_only_when_configured(
+    pool_config: dict[str, Path], per_database: bool,
+) -> None:
+    config = load_config(str(pool_config["config"]))
+    server = PoolMetrics().serve(0, "127.0.0.1", lambda: [], 3600.0, databases=lambda: config.databases,
+                                 per_database=per_database)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=30) as response:
+            samples = _samples(response.read().decode())
+    finally:
+        server.close()
+    states = {labels["state"]: value for name, labels, value in samples if name == "ltxpool_databases"}
+    assert states["failing"] == 1 and sum(states.values()) == 5
+    per = {os.path.basename(labels["database"]) for name, labels, _ in samples if name == "ltxpool_database_failing"}
+    assert per == ({"a.db", "b.db", "c.db", "d.db", "e.db"} if per_database else set())
