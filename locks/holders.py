@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from ltxpool.display import escape
 
-__all__ = ["Holder", "holders_by_inode", "holders_of", "is_sibling"]
+__all__ = ["Holder", "LockTable", "holders_by_inode", "holders_of", "is_sibling"]
 
 _PROC_LOCKS = "/proc/locks"
 
@@ -76,6 +76,45 @@ def _describe(pid: int, mode: str) -> Holder:
     return Holder(pid, uid, user, command, ppid, mode)
 
 
+class LockTable:
+    """One read of ``/proc/locks``: the FLOCK holders by inode, for many questions.
+
+    ``status`` over thousands of replicas asks about every level's lock files; one
+    read answers them all, instead of one read (of a table that grows with the
+    host's locks) per replica.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._by_inode: dict[int, list[tuple[int, int, str]]] = {}
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) < 6 or fields[1] == "->" or fields[1] != "FLOCK":
+                continue
+            with contextlib.suppress(ValueError):
+                major, minor, inode = fields[5].split(":")
+                self._by_inode.setdefault(int(inode), []).append(
+                    (os.makedev(int(major, 16), int(minor, 16)), int(fields[4]), fields[3])
+                )
+
+    def locked(self, inode: int) -> bool:
+        """Whether any FLOCK is held on a file of this inode number (on any device)."""
+        return inode in self._by_inode
+
+    @classmethod
+    def read(cls) -> LockTable:
+        """The table as the kernel shows it now (empty if it cannot be read)."""
+        return cls(_read(_PROC_LOCKS) or "")
+
+    def holders(self, files: Iterable[tuple[int, int]]) -> dict[tuple[int, int], list[Holder]]:
+        """The holders of every ``(st_dev, st_ino)`` in ``files`` (see :func:`holders_by_inode`)."""
+        found: dict[tuple[int, int], list[Holder]] = {}
+        for dev, ino in set(files):
+            lines = self._by_inode.get(ino, [])
+            exact = [entry for entry in lines if entry[0] == dev]
+            found[(dev, ino)] = [_describe(pid, mode) for _dev, pid, mode in (exact or lines)]
+        return found
+
+
 def holders_by_inode(files: Iterable[tuple[int, int]]) -> dict[tuple[int, int], list[Holder]]:
     """The holders of every ``(st_dev, st_ino)`` in ``files``, from one read of ``/proc/locks``.
 
@@ -84,24 +123,7 @@ def holders_by_inode(files: Iterable[tuple[int, int]]) -> dict[tuple[int, int], 
     subvolume does not match, so a file whose device matches no line is matched by
     inode alone.
     """
-    wanted = set(files)
-    found: dict[tuple[int, int], list[Holder]] = {key: [] for key in wanted}
-    table = _read(_PROC_LOCKS) or ""
-    by_inode: dict[int, list[tuple[int, int, str]]] = {}
-    for line in table.splitlines():
-        fields = line.split()
-        if len(fields) < 6 or fields[1] == "->" or fields[1] != "FLOCK":
-            continue
-        with contextlib.suppress(ValueError):
-            major, minor, inode = fields[5].split(":")
-            by_inode.setdefault(int(inode), []).append(
-                (os.makedev(int(major, 16), int(minor, 16)), int(fields[4]), fields[3])
-            )
-    for dev, ino in wanted:
-        lines = by_inode.get(ino, [])
-        exact = [entry for entry in lines if entry[0] == dev]
-        found[(dev, ino)] = [_describe(pid, mode) for _dev, pid, mode in (exact or lines)]
-    return found
+    return LockTable.read().holders(files)
 
 
 def holders_of(path: str | os.PathLike[str]) -> list[Holder]:

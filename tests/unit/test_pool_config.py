@@ -34,6 +34,7 @@ def test_the_documented_example_parses_to_its_values(tmp_path: Path) -> None:
     assert config.compaction.intervals == {1: 30.0, 2: 300.0, 3: 3600.0}
     assert config.janitor.retention.level_retention == {0: 300.0, 1: 86400.0, 2: 86400.0, 3: 86400.0}
     assert (config.metrics_port, config.metrics_address, config.grace) == (9464, "127.0.0.1", 10.0)
+    assert config.metrics_per_database is False
     assert config.restart.crash_loop_restarts == 5 and config.restart.hang_timeout == 900.0
     assert config.databases == (
         DatabaseFile("/srv/app/app.db", "/srv/ltx/app", 1.0),
@@ -43,6 +44,11 @@ def test_the_documented_example_parses_to_its_values(tmp_path: Path) -> None:
 
 def test_an_empty_file_is_the_defaults() -> None:
     assert parse_config({}) == PoolConfig()
+
+
+def test_per_database_metrics_are_off_unless_asked_for() -> None:
+    assert PoolConfig().metrics_per_database is False
+    assert parse_config(tomllib.loads("[metrics]\nper_database = true")).metrics_per_database is True
 
 
 @pytest.mark.parametrize(
@@ -69,6 +75,7 @@ def test_an_empty_file_is_the_defaults() -> None:
         ("[supervisor]\nhang_timeout = 0", "supervisor.hang_timeout", "must be more than 0, not 0"),
         ("[metrics]\nport = 70000", "metrics.port", "must be from 1 to 65535, not 70000"),
         ('[metrics]\naddress = ""', "metrics.address", "must be a non-empty string, not ''"),
+        ("[metrics]\nper_database = 1", "metrics.per_database", "must be true or false, not 1"),
         ("databases = 3", "databases", "must be an array of tables ([[databases]])"),
         ('[[databases]]\nreplica = "/r"', "databases[0].path",
          "give either path (one database) or dir (every database in a folder)"),

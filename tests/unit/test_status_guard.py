@@ -22,14 +22,14 @@ def test_any_exception_makes_only_its_replica_unreadable_in_one_line(
         stream.run(2)
         roots.append(stream.replica.root)
     good, buggy = roots
-    real = status_module._replicate_problem
+    real = status_module._recorded_problem
 
-    def bug(replica: Replica, now: float) -> str | None:
+    def bug(replica: Replica) -> status_module.RecordedProblem | None:
         if replica.root == buggy:
             raise RuntimeError("unforeseen\n2026-01-01T00:00:00.000Z INFO forged record")
-        return real(replica, now)
+        return real(replica)
 
-    monkeypatch.setattr(status_module, "_replicate_problem", bug)
+    monkeypatch.setattr(status_module, "_recorded_problem", bug)
     with pytest.raises(RuntimeError):  # control: unguarded, the bug escapes
         replica_status(Replica(buggy), time.time())
 

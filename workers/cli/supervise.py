@@ -92,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
         if config.metrics_port is not None:
             try:
                 metrics.serve(config.metrics_port, config.metrics_address, lambda: supervisor.config.replicas,
-                              config.janitor.foreign_temp_age)
+                              config.janitor.foreign_temp_age,
+                              databases=(lambda: supervisor.config.databases) if config.databases else None,
+                              per_database=config.metrics_per_database)
             except OSError as exc:
                 raise ConfigError(f"{config.metrics_address}:{config.metrics_port}", "metrics_port",
                                   exc.errno or errno.EINVAL, exc.strerror or str(exc)) from exc

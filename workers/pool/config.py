@@ -57,6 +57,7 @@ Example (every key optional; replicas, here or on the command line, or databases
     [metrics]
     port = 9464                    # absent: no metrics server
     address = "127.0.0.1"
+    per_database = false           # true: one series per database (lag, TXID, failing); else totals only
 """
 
 from __future__ import annotations
@@ -124,6 +125,8 @@ class PoolConfig:
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     metrics_port: int | None = None
     metrics_address: str = "127.0.0.1"
+    #: One Prometheus series per database and metric (thousands of series); else only the totals by state.
+    metrics_per_database: bool = False
     #: Diagnostic: read the mount table from this file instead of /proc/self/mountinfo.
     mount_table: str | None = None
 
@@ -334,6 +337,7 @@ def _parse(top: _Reader, base: str) -> PoolConfig:
     metrics = top.section("metrics")
     metrics_port = metrics.take("port", _integer(1, 65535), defaults.metrics_port)
     metrics_address = metrics.take("address", _string, defaults.metrics_address)
+    metrics_per_database = metrics.take("per_database", _boolean, defaults.metrics_per_database)
     metrics.done()
     top.done()
 
@@ -360,6 +364,7 @@ def _parse(top: _Reader, base: str) -> PoolConfig:
         restart=restart,
         metrics_port=metrics_port,
         metrics_address=metrics_address,
+        metrics_per_database=metrics_per_database,
     )
 
 

@@ -4,8 +4,10 @@ Children never touch a registry: they send events (``ltxpool.pool.events``) over
 and the supervisor counts them here, so one registry in one process holds every
 counter and a child's restart loses none. ``serve`` exposes this registry and a
 :class:`ltxpool.replica.status.StatusCollector` (per replica and level, read at scrape
-time) over HTTP. Labels stay few on purpose: ``level`` and ``role`` are small sets;
-``replica`` appears only on the failure counters, which exist for failing replicas.
+time) and a :class:`ltxpool.pool.status_report.DatabaseCollector` (the databases: totals
+by state, one series per database only with ``[metrics] per_database``) over HTTP.
+Labels stay few on purpose: ``level``, ``role`` and ``state`` are small sets; ``replica``
+appears only on the failure counters, which exist for failing replicas.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ltxpool.discovery import DatabaseEntry
 from ltxpool.display import escape
 from ltxpool.pool.events import (
     Busy,
@@ -29,6 +32,7 @@ from ltxpool.pool.events import (
     ReplicationFailed,
 )
 from ltxpool.pool.metrics_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, MetricsServer, is_loopback
+from ltxpool.pool.status_report import DatabaseCollector
 from ltxpool.replica.compactor import CompactionResult
 from ltxpool.replica.janitor import JanitorReport
 from ltxpool.replica.status import StatusCollector
@@ -152,13 +156,20 @@ class PoolMetrics:
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
+        databases: Callable[[], Sequence[DatabaseEntry]] | None = None,
+        per_database: bool = False,
     ) -> MetricsServer:
         """Serve these counters and the replicas' status on ``http://address:port/metrics``.
+
+        With ``databases`` (the ``[[databases]]`` entries now), their status too: totals
+        by state, and one series per database only with ``per_database``.
 
         Warns once when the address reaches beyond this host: the metrics name every
         replica path, and whoever can connect can read them.
         """
         self.registry.register(StatusCollector(roots, foreign_temp_age))
+        if databases is not None:
+            self.registry.register(DatabaseCollector(databases, foreign_temp_age, per_database))
         server = MetricsServer(self.registry, address, port, timeout=timeout, max_connections=max_connections)
         server.start()
         if not is_loopback(address):

@@ -36,7 +36,7 @@ from ltxpool.display import escape, one_line
 from ltxpool.errors import LtxpoolError
 from ltxpool.locks.claim import CLAIM_NAME
 from ltxpool.locks.dirlock import DEFAULT_SLOTS, GATE_NAME, SLOT_PREFIX
-from ltxpool.locks.holders import Holder, holders_by_inode
+from ltxpool.locks.holders import Holder, LockTable
 from ltxpool.replica.atomic import is_ltxpool_temp, temp_file_writer
 from ltxpool.replica.chain_check import check_txid, trusted_newest
 from ltxpool.replica.directory import Directory
@@ -52,6 +52,7 @@ _PROBLEM_LIMIT = 4096
 
 __all__ = [
     "LevelStatus",
+    "RecordedProblem",
     "ReplicaStatus",
     "replica_status",
     "guarded_status",
@@ -79,6 +80,24 @@ class LevelStatus:
     problems: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RecordedProblem:
+    """What a continuous replicate recorded in ``problem.json``: why it cannot step, since when, its pid.
+
+    ``since`` and ``pid`` are None when the file was there but could not be read (the
+    reason then says so).
+    """
+
+    reason: str
+    since: float | None = None
+    pid: int | None = None
+
+    def note(self, now: float) -> str:
+        if self.since is None or self.pid is None:
+            return f"replicate: {self.reason}"
+        return f"replicate (pid {self.pid}) cannot step for {_human_age(max(now - self.since, 0.0))}: {self.reason}"
+
+
 @dataclass
 class ReplicaStatus:
     root: str
@@ -89,10 +108,14 @@ class ReplicaStatus:
     restore_problems: list[str] = field(default_factory=list)
     # What keeps a continuous replicate from stepping, as it recorded it; None: nothing.
     replicate_problem: str | None = None
+    recorded_problem: RecordedProblem | None = None
     # Why the replica could not be read at all (one line, names escaped); None: it was read.
     unreadable: str | None = None
-    # Bytes compaction wrote since the latest snapshot, per byte at level 0; None: unreadable.
+    # Bytes compaction wrote since the latest snapshot, per byte at level 0; None: unreadable or not deep.
     ladder: LadderCost | None = None
+    # False: a quick status, without the restore chain check and the ladder cost (which read
+    # LTX headers and page indexes): restore_problems is then empty because nothing was checked.
+    deep: bool = True
 
 
 def _writer_gone(name: str) -> bool:
@@ -133,6 +156,7 @@ def _count_temp_files(directory: Directory | None, now: float, foreign_temp_age:
 
 
 _LOCK_NAMES = (GATE_NAME, CLAIM_NAME, *(f"{SLOT_PREFIX}{i:02d}" for i in range(DEFAULT_SLOTS)))
+_LOCK_NAME_SET = frozenset(_LOCK_NAMES)
 
 
 def _is_ltxpool(pid: int) -> bool:
@@ -151,26 +175,36 @@ def _is_ltxpool(pid: int) -> bool:
     return len(args) > 2 and args[1] == b"-m" and args[2].split(b".")[0] == b"ltxpool"
 
 
-def _foreign_lock_holders(listings: Mapping[int, Listing]) -> dict[int, list[tuple[str, Holder]]]:
+def _foreign_lock_holders(listings: Mapping[int, Listing],
+                          locks: LockTable | None) -> dict[int, list[tuple[str, Holder]]]:
     """Per level, (lock file, holder) for each lock held by a process that is not ltxpool.
 
     Read from one ``/proc/locks`` read by the inodes of every level's lock files, which
-    are only ``lstat``-ed: asking takes no lock. A worker of the pool holds these for
+    are only listed (and ``lstat``-ed when their inode is locked): asking takes no lock. A worker of the pool holds these for
     microseconds to a compaction's length and is not reported; anyone else holding one
     stalls the replica (``lock_timeout``) and is named here, in the log and as a metric.
+    ``locks``: a table already read, shared by the statuses of many replicas.
     """
+    table = locks or LockTable.read()
     inodes: dict[tuple[int, int], tuple[int, str]] = {}
     for level, listing in listings.items():
         if listing.directory is None:
             continue
-        for name in _LOCK_NAMES:
+        try:
+            entries = listing.directory.scandir()
+        except DirectoryError:
+            continue
+        # One listing per level, not an lstat per possible lock name: thousands of replicas.
+        for entry in entries:
+            if entry.name not in _LOCK_NAME_SET or not table.locked(entry.inode()):
+                continue
             try:
-                st = listing.directory.lstat(name)
+                st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            inodes[(st.st_dev, st.st_ino)] = (level, listing.directory.display(name))
+            inodes[(st.st_dev, st.st_ino)] = (level, listing.directory.display(entry.name))
     found: dict[int, list[tuple[str, Holder]]] = {level: [] for level in listings}
-    for key, holders in holders_by_inode(inodes).items():
+    for key, holders in table.holders(inodes).items():
         level, path = inodes[key]
         found[level].extend((path, holder) for holder in holders if not _is_ltxpool(holder.pid))
     return found
@@ -203,17 +237,24 @@ def _level_status(replica: Replica, listing: Listing, snapshot: LtxFile | None,
     return status
 
 
-def replica_status(replica: Replica, now: float, foreign_temp_age: float = DEFAULT_FOREIGN_TEMP_AGE) -> ReplicaStatus:
-    """The status of one replica; a root that is not a directory is an error naming it."""
+def replica_status(replica: Replica, now: float, foreign_temp_age: float = DEFAULT_FOREIGN_TEMP_AGE, *,
+                   deep: bool = True, locks: LockTable | None = None) -> ReplicaStatus:
+    """The status of one replica; a root that is not a directory is an error naming it.
+
+    ``deep=False`` leaves out what reads LTX headers and page indexes along the restore
+    chain (``restore_problems``, ``ladder``): a summary of thousands needs only listings.
+    ``locks``: one read of ``/proc/locks`` for many replicas (default: read it now).
+    """
     try:
         if not stat.S_ISDIR(os.stat(replica.root).st_mode):
             raise LevelDirectoryError(replica.root, "status", errno.ENOTDIR, "not a directory")
     except OSError as exc:
         raise LevelDirectoryError.from_oserror(replica.root, "status", exc) from exc
     listings = replica.list_all()
-    latest = check_txid(listings) if any(listing.files for listing in listings.values()) else None
+    latest = check_txid(listings) if deep and any(listing.files for listing in listings.values()) else None
     snapshot = latest_snapshot(listings)
-    foreign = _foreign_lock_holders(listings)
+    foreign = _foreign_lock_holders(listings, locks)
+    problem = _recorded_problem(replica)
     return ReplicaStatus(
         root=replica.root,
         levels=[_level_status(replica, listings[level], snapshot, foreign[level], now, foreign_temp_age)
@@ -221,12 +262,15 @@ def replica_status(replica: Replica, now: float, foreign_temp_age: float = DEFAU
         quarantined=len(quarantined_files(replica)),
         lost_ranges=coverage_gaps(listings),
         restore_problems=[] if latest is None else [f"{escape(latest.path)}: {latest.summary}"],
-        replicate_problem=_replicate_problem(replica, now),
-        ladder=ladder_cost(listings),
+        replicate_problem=None if problem is None else problem.note(now),
+        recorded_problem=problem,
+        ladder=ladder_cost(listings) if deep else None,
+        deep=deep,
     )
 
 
-def guarded_status(root: str, now: float, foreign_temp_age: float = DEFAULT_FOREIGN_TEMP_AGE) -> ReplicaStatus:
+def guarded_status(root: str, now: float, foreign_temp_age: float = DEFAULT_FOREIGN_TEMP_AGE, *,
+                   deep: bool = True, locks: LockTable | None = None) -> ReplicaStatus:
     """The status of one replica, or one saying why it is unreadable, whatever was raised.
 
     A tenant controls every name, link and byte in their replica, so whatever those
@@ -234,9 +278,9 @@ def guarded_status(root: str, now: float, foreign_temp_age: float = DEFAULT_FORE
     replica's problem: ``status`` and every scrape must still report all the others.
     """
     try:
-        return replica_status(Replica(root), now, foreign_temp_age)
+        return replica_status(Replica(root), now, foreign_temp_age, deep=deep, locks=locks)
     except Exception as exc:  # anything, on purpose: see the docstring
-        return ReplicaStatus(root=root, levels=[], unreadable=_cause(exc))
+        return ReplicaStatus(root=root, levels=[], unreadable=_cause(exc), deep=deep)
 
 
 def _cause(exc: Exception) -> str:
@@ -247,7 +291,7 @@ def _cause(exc: Exception) -> str:
     return escape(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
-def _replicate_problem(replica: Replica, now: float) -> str | None:
+def _recorded_problem(replica: Replica) -> RecordedProblem | None:
     """The problem a continuous replicate recorded (never followed through a link)."""
     path = os.path.join(replica.state_dir, PROBLEM_NAME)
     try:
@@ -262,10 +306,10 @@ def _replicate_problem(replica: Replica, now: float) -> str | None:
         document = json.loads(os.read(fd, _PROBLEM_LIMIT))
         reason, since, pid = str(document["reason"]), float(document["since"]), int(document["pid"])
     except (OSError, ValueError, KeyError, TypeError):
-        return f"replicate: unreadable {escape(path)}"
+        return RecordedProblem(f"unreadable {escape(path)}")
     finally:
         os.close(fd)
-    return f"replicate (pid {pid}) cannot step for {_human_age(max(now - since, 0.0))}: {reason}"
+    return RecordedProblem(one_line(reason), since, pid)
 
 
 def _age(newest: float | None, now: float) -> float | None:
@@ -286,6 +330,7 @@ def status_document(statuses: Sequence[ReplicaStatus], now: float) -> dict[str, 
             "quarantined": status.quarantined,
             "lost_ranges": [list(r) for r in status.lost_ranges],
             "restore_problems": status.restore_problems,
+            "restore_checked": status.deep,
             "replicate_problem": status.replicate_problem,
             "unreadable": status.unreadable,
             "ladder": None if status.ladder is None else {
@@ -410,7 +455,8 @@ def status_metrics(statuses: Sequence[ReplicaStatus]) -> Iterator[GaugeMetricFam
         quarantined.add_metric([root], status.quarantined)
         lost.add_metric([root], len(status.lost_ranges))
         readable.add_metric([root], 1)
-        restorable.add_metric([root], 0 if status.restore_problems else 1)
+        if status.deep:
+            restorable.add_metric([root], 0 if status.restore_problems else 1)
     yield from families.values()
     yield from (quarantined, lost, readable, restorable)
     yield from ladder.values()
