@@ -5,7 +5,8 @@ Five databases in one ``dir`` entry, four replicated with ``ltxpool replicate --
 * ``a.db`` replicated, its state carrying ``seen_at``/``durable_at`` (lag 0.25 s) and
   written since, but within its interval (30 s) plus a second: not late (the control);
 * ``b.db`` deleted afterwards: its replica is kept, "source gone";
-* ``c.db`` with a planted ``problem.json``: failing, its reason shown;
+* ``c.db`` with a planted ``problem.json``: failing, its reason shown (and the lag its
+  ``replicate --once`` recorded);
 * ``d.db`` whose ``durable_at`` is old and which was written 100 s ago, after it: lagging;
 * ``e.db`` never replicated.
 """
@@ -21,6 +22,7 @@ import sysconfig
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -103,7 +105,7 @@ def test_summary_counts_each_state_exactly_and_the_table_lists_the_worst_first(p
     assert _summary(done.stdout) == {
         "databases": "5", "replicated": "1", "never replicated yet": "1", "lagging": "1", "failing": "1",
         "source gone": "1", "unreadable": "0", "with orphans": "0", "with quarantined files": "0",
-        "lag": "max 1.7m, p99 1.7m (2 databases with a known lag)",
+        "lag": "max 1.7m, p99 1.7m (3 databases with a known lag)",
     }
     rows = _rows(done.stdout)
     assert _names(rows) == ["c.db", "d.db", "e.db", "b.db", "a.db"]
@@ -136,7 +138,8 @@ def test_json_gives_each_database_its_state_txid_lag_and_last_error(pool_config:
     assert a["last_lag_seconds"] == pytest.approx(0.25) and a["lag_seconds"] == pytest.approx(0.25)
     assert a["last_error"] is None and a["database"] == str(dbs / "a.db")
     assert (b["state"], b["txid"], b["note"]) == ("source gone", 1, "the database is gone: no such file")
-    assert (c["state"], c["last_error"], c["last_lag_seconds"]) == ("failing", REASON, None)
+    assert (c["state"], c["last_error"]) == ("failing", REASON)
+    assert 0 <= c["last_lag_seconds"] < 30, "replicate --once records its step's lag too"
     assert c["error_since"] == pytest.approx(time.time() - 60, abs=30)
     assert d["state"] == "lagging" and d["lag_seconds"] == pytest.approx(100, abs=20)
     assert d["last_lag_seconds"] == pytest.approx(1.0)
@@ -187,7 +190,7 @@ def test_status_reports_the_running_pools_supervisor_and_children(tmp_path: Path
         (found,) = _pool_resources(done.stdout)
         processes = found["processes"]
         assert isinstance(processes, list)
-        assert [p["role"] for p in processes] == ["supervisor", "child", "child", "child"]  # 2 workers, janitor
+        assert sorted(p["role"] for p in processes) == ["janitor", "supervisor", "worker-0", "worker-1"]
         assert processes[0]["pid"] == pool.process.pid
         for process in processes:
             assert process["rss_bytes"] > 0 and process["open_files"] > 0 and process["unreadable"] == []
@@ -249,3 +252,28 @@ def test_the_pools_metrics_have_one_series_per_database_only_when_configured(
     assert states["failing"] == 1 and sum(states.values()) == 5
     per = {os.path.basename(labels["database"]) for name, labels, _ in samples if name == "ltxpool_database_failing"}
     assert per == ({"a.db", "b.db", "c.db", "d.db", "e.db"} if per_database else set())
+
+
+def test_the_pools_database_metrics_are_gathered_again_only_when_old_against_their_cost(
+    pool_config: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Scrapes in a row reuse one gathering (its cost bounded to 1/DUTY of a core); control:
+    with DUTY 0 every scrape reads every replica again."""
+    from ltxpool.pool import status_report
+
+    gatherings = []
+    real = status_report.database_statuses
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        gatherings.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(status_report, "database_statuses", counted)
+    config = load_config(str(pool_config["config"]))
+    for duty, expected in ((status_report.DatabaseCollector.DUTY, 1), (0.0, 3)):
+        gatherings.clear()
+        monkeypatch.setattr(status_report.DatabaseCollector, "DUTY", duty)
+        collector = status_report.DatabaseCollector(lambda: config.databases, min_age=0.0 if duty == 0 else 60.0)
+        for _ in range(3):
+            names = {family.name for family in collector.collect()}
+        assert "ltxpool_database_status_age_seconds" in names and len(gatherings) == expected

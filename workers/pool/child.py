@@ -114,6 +114,17 @@ class ChildLink:
                 break
 
 
+#: ``/proc/<pid>/comm`` of a pool child: this prefix and its role (``ltx:worker-0``, ``ltx:janitor``).
+COMM_PREFIX = "ltx:"
+
+
+def name_process(role: str) -> None:
+    """Show the role where ``ps``, ``top``, lock-holder lines and ``status`` look: the
+    process's command name (15 bytes at most; best effort)."""
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write((COMM_PREFIX + role)[:15])
+
+
 def child_main(role: str, target: Callable[..., None], conn: Connection, parents_end: Connection,
                parent: int, heartbeat_interval: float, args: tuple[Any, ...]) -> None:
     """The first function of every child: set up signals and logging tag, run the role.
@@ -124,6 +135,7 @@ def child_main(role: str, target: Callable[..., None], conn: Connection, parents
     """
     parents_end.close()
     set_role(role)
+    name_process(role)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     link = ChildLink(conn, heartbeat_interval, parent)

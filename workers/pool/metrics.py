@@ -72,8 +72,9 @@ class PoolMetrics:
         self.replication_lag = Histogram("ltxpool_replication_lag_seconds",
                                          "From noticing a database's change to its LTX file being durable",
                                          buckets=_SECONDS, registry=r)
-        self.databases = Gauge("ltxpool_databases", "Databases the pool replicates now", registry=r)
-        self.databases_retired = Gauge("ltxpool_databases_retired",
+        self.databases = Gauge("ltxpool_worker_databases", "Databases the workers replicate now (their shares together)",
+                               registry=r)
+        self.databases_retired = Gauge("ltxpool_worker_databases_retired",
                                        "Databases retired since the workers started (source gone)", registry=r)
         self.watches = Gauge("ltxpool_inotify_watches", "Change-notification watches the workers hold", registry=r)
         self._shares: dict[int, DatabasesKnown] = {}

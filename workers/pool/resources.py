@@ -23,6 +23,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ltxpool.pool.child import COMM_PREFIX
+
 __all__ = ["PROC", "PoolResources", "ProcessResources", "find_pools", "max_user_watches", "measure", "resources_document"]
 
 PROC = "/proc"
@@ -35,7 +37,7 @@ class ProcessResources:
     """One process of a pool; a None figure could not be read (``unreadable`` says why)."""
 
     pid: int
-    role: str  # "supervisor" or "child"
+    role: str  # "supervisor", the child's role ("worker-0", "janitor"), or "child" if unnamed
     rss_bytes: int | None = None
     open_files: int | None = None
     open_files_limit: int | None = None  # None: unlimited or unknown
@@ -173,6 +175,16 @@ def _parent(pid: int, proc: str) -> int | None:
         return None
 
 
+def _role_of(pid: int, proc: str) -> str:
+    """A pool child's role from its command name (``ltx:worker-0``), or "child"."""
+    try:
+        with open(f"{proc}/{pid}/comm") as comm:
+            name = comm.read().strip()
+    except OSError:
+        return "child"
+    return name[len(COMM_PREFIX):] if name.startswith(COMM_PREFIX) else "child"
+
+
 def find_pools(config: str | None = None, proc: str = PROC) -> list[PoolResources]:
     """Every running pool (only those started with ``config``, if given), with its processes measured."""
     processes = _processes(proc)
@@ -186,7 +198,7 @@ def find_pools(config: str | None = None, proc: str = PROC) -> list[PoolResource
             continue
         children = sorted(child for child, parent in parents.items() if parent == pid)
         pools.append(PoolResources(given, [measure(pid, "supervisor", proc),
-                                           *(measure(child, "child", proc) for child in children)]))
+                                           *(measure(child, _role_of(child, proc), proc) for child in children)]))
     return pools
 
 
