@@ -97,3 +97,19 @@ def path_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     if dir_fd is not None and not os.path.isabs(path):
         return os.path.join(fd_target(dir_fd), path)
     return path
+
+
+def make_sqlite_database(path: str | os.PathLike[str], *, wal: bool = False) -> str:
+    """A real SQLite database with one table and one row (in this process: no child)."""
+    import sqlite3
+
+    connection = sqlite3.connect(path)
+    try:
+        if wal:
+            connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE t (x)")
+        connection.execute("INSERT INTO t VALUES (1)")
+        connection.commit()
+    finally:
+        connection.close()
+    return os.fspath(path)
