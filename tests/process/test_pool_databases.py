@@ -8,6 +8,7 @@ restore must hold exactly those.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import random
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from ltxpool.cli import supervise
 from ltxpool.replica.layout import Replica
 from ltxpool.replicate import Replicator
 from tests.process.test_supervisor import Pool, eventually
@@ -284,3 +286,34 @@ def test_sighup_adds_an_entry_and_a_path_entry_is_replicated_once_its_database_a
         assert pool.stop() == 0
     finally:
         pool.kill()
+
+
+def test_a_pool_whose_watches_would_not_fit_is_refused_at_start_naming_the_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """40 folders, 2 workers, a limit of 50 watches: refused before anything starts; control: with
+    a limit of 100 000 the same config passes the check."""
+    from ltxpool.cli import main
+    from ltxpool.discovery import limits
+
+    source, replicas = folders(tmp_path)
+    for index in range(40):
+        create_database(source / f"t{index}" / "app.db")
+    config = tmp_path / "pool.toml"
+    config.write_text(dir_entry(source, replicas))
+    for limit, refused in ((50, True), (100_000, False)):
+        monkeypatch.setattr(limits, "read_limit", lambda name, proc="/proc", limit=limit:
+                            limit if name == "max_user_watches" else 128)
+        if refused:
+            assert main(["supervise", "--config", str(config)]) == 1
+            error = capsys.readouterr().err
+            assert "fs.inotify.max_user_watches is 50" in error and "sysctl fs.inotify.max_user_watches=" in error
+            assert str(source) in error
+        else:
+            supervise.prepare(supervise_args(config))
+
+
+def supervise_args(config: Path) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    supervise.add_arguments(parser)
+    return parser.parse_args(["--config", str(config)])

@@ -166,3 +166,17 @@ def count_locks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(DirLock, "__init__", counting)
     return count
+def make_sqlite_database(path: str | os.PathLike[str], *, wal: bool = False) -> str:
+    """A real SQLite database with one table and one row (in this process: no child)."""
+    import sqlite3
+
+    connection = sqlite3.connect(path)
+    try:
+        if wal:
+            connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE t (x)")
+        connection.execute("INSERT INTO t VALUES (1)")
+        connection.commit()
+    finally:
+        connection.close()
+    return os.fspath(path)

@@ -8,6 +8,7 @@ import pickle
 
 import pytest
 
+import ltxpool.discovery.errors
 import ltxpool.errors
 import ltxpool.locks.errors
 import ltxpool.ltx.errors
@@ -18,7 +19,7 @@ from ltxpool.errors import LtxpoolError
 from ltxpool.locks.holders import Holder
 
 HOMES = [ltxpool.errors, ltxpool.locks.errors, ltxpool.ltx.errors, ltxpool.replica.errors,
-         ltxpool.replicate.errors, ltxpool.pool.errors]
+         ltxpool.replicate.errors, ltxpool.discovery.errors, ltxpool.pool.errors]
 # The few that are not path errors: internal to the codec (turned into CorruptLTXError),
 # the WAL parser's (the caller names the file), and the supervisor giving up on a child.
 NOT_ROOTED = {"VarintError", "PayloadError", "WalFormatError", "CrashLoop"}

@@ -6,7 +6,7 @@ import argparse
 import errno
 
 from ltxpool.cli.argtypes import port, positive_int, positive_seconds, seconds
-from ltxpool.discovery import database_folders
+from ltxpool.discovery import check_watch_limit, database_folders
 from ltxpool.pool.config import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -76,6 +76,9 @@ def prepare(args: argparse.Namespace) -> PoolConfig:
         mount_table=args.mount_table,
     )
     check_replicas(config, args.config or "<command line>")
+    if config.databases and config.notify:
+        # Every worker watches every folder of the entries (it must see new databases of its share).
+        check_watch_limit(config.databases, watchers=config.workers)
     if not config.allow_network_fs:
         refuse_network_fs([*config.replicas, *database_folders(config.databases)],
                           read_mount_table(config.mount_table or MOUNTINFO))

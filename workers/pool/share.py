@@ -50,6 +50,8 @@ class DatabaseShare:
 
     def __init__(self, config: PoolConfig, index: int) -> None:
         workers = self._workers = config.workers
+        self._entries = config.databases
+        self._scanned: dict[str, Target] = {}
         self.index = index
         self.lock_timeout = config.lock_timeout
         self.rescan_interval = config.rescan_interval
@@ -76,13 +78,13 @@ class DatabaseShare:
         self._maybe_problem.add(target.database)
 
     def _scan(self) -> dict[str, Target]:
-        self.watch.known = {path: target for path, target in scan(self.watch.entries).items()
-                            if owner_of(path, self._workers) == self.index}
-        return dict(self.watch.known)
+        self._scanned = {path: target for path, target in scan(self._entries).items()
+                         if owner_of(path, self._workers) == self.index}
+        return dict(self._scanned)
 
     def _rescan(self) -> Changes:
         """The rescan alone (``notify`` off): what a pool without change notification sees."""
-        before = self.watch.known
+        before = self._scanned
         now = self._scan()
         return Changes(tuple(t for p, t in now.items() if p not in before), tuple(p for p in before if p not in now))
 
