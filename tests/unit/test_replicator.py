@@ -264,7 +264,7 @@ def test_second_replicator_on_one_replica_is_refused(tmp_path):
     CHANGES[0][1](db)
     root = str(tmp_path / "replica")
     with Replicator(db.path, root):
-        with pytest.raises(ReplicaBusyError, match="another ltxpool replicate"):
+        with pytest.raises(ReplicaBusyError, match=r"another ltxpool process \(a replicate or a pool worker\)"):
             Replicator(db.path, root)
 
 
