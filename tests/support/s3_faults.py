@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 __all__ = ["FAULTS", "FaultyProxy", "faulty_proxy"]
 
@@ -50,7 +51,7 @@ def _reset(sock: socket.socket) -> None:
     sock.close()
 
 
-def _read_head(stream) -> bytes | None:  # noqa: ANN001 - a socket file
+def _read_head(stream: Any) -> bytes | None:
     head = b""
     while not head.endswith(b"\r\n\r\n"):
         line = stream.readline(65536)
