@@ -20,6 +20,7 @@ __all__ = [
     "LeaseHeld",
     "LeaseLost",
     "ConditionalWritesUnsupported",
+    "ShortResponse",
 ]
 
 
@@ -60,3 +61,8 @@ class LeaseLost(RemoteError):
 
 class ConditionalWritesUnsupported(RemoteError):
     """The store ignores ``If-None-Match: *``, so a lease there would protect nothing."""
+
+
+class ShortResponse(Exception):
+    """Internal to ``retry``: an answer that broke off (a body shorter than it said); the
+    step is tried again, and if it keeps failing it becomes a RemoteRequestError."""

@@ -28,9 +28,9 @@ from typing import TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError, IncompleteReadError
 
-from ltxpool.remote.errors import RemoteRequestError
+from ltxpool.remote.errors import RemoteRequestError, ShortResponse
 
-__all__ = ["ATTEMPTS", "Retrying", "call", "error_code", "is_passing", "status_of"]
+__all__ = ["ATTEMPTS", "call", "error_code", "is_passing", "status_of"]
 
 _T = TypeVar("_T")
 
@@ -53,10 +53,6 @@ _PASSING_CODES = frozenset({
 _SOCKET_ERRORS: tuple[type[BaseException], ...] = (builtins.ConnectionError, TimeoutError)
 
 
-class Retrying(Exception):
-    """Raised by a step to say "this attempt failed in a way that passes" (a short body)."""
-
-
 def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -69,7 +65,7 @@ def is_passing(exc: BaseException) -> bool:
     """Whether trying the same step again may succeed."""
     if isinstance(exc, ClientError):
         return status_of(exc) >= 500 or status_of(exc) == 429 or error_code(exc) in _PASSING_CODES
-    return isinstance(exc, (HTTPClientError, ConnectionError, IncompleteReadError, Retrying, *_SOCKET_ERRORS))
+    return isinstance(exc, (HTTPClientError, ConnectionError, IncompleteReadError, ShortResponse, *_SOCKET_ERRORS))
 
 
 def _describe(exc: BaseException) -> str:
@@ -102,7 +98,7 @@ def call(
                 raise
             if not is_passing(exc) or attempt == attempts - 1:
                 raise RemoteRequestError(where, step, None, _describe(exc)) from exc
-        except (BotoCoreError, Retrying, *_SOCKET_ERRORS) as exc:
+        except (BotoCoreError, ShortResponse, *_SOCKET_ERRORS) as exc:
             if not is_passing(exc) or attempt == attempts - 1:
                 raise RemoteRequestError(where, step, None, _describe(exc)) from exc
         # Full jitter: pools that failed together do not come back together.

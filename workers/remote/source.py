@@ -23,8 +23,9 @@ from contextlib import contextmanager
 from typing import Any, BinaryIO, cast
 
 from ltxpool.ltx import HEADER_SIZE, Decoder, Header, parse_header
+from ltxpool.remote.errors import ShortResponse
 from ltxpool.remote.layout import object_key
-from ltxpool.remote.retry import Retrying, call
+from ltxpool.remote.retry import call
 from ltxpool.remote.target import RemoteTarget
 from ltxpool.replica.layout import LtxFile
 
@@ -43,7 +44,7 @@ def read_range(client: Any, target: RemoteTarget, key: str, start: int, length: 
             body.close()
         expected = int(response.get("ContentLength", len(data)))
         if len(data) != expected:
-            raise Retrying(f"response cut short: {len(data)} of {expected} bytes")
+            raise ShortResponse(f"response cut short: {len(data)} of {expected} bytes")
         return data
 
     return call(target.display(key), f"read bytes {start}-{start + length - 1}", get)
