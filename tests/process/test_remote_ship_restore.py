@@ -168,3 +168,19 @@ def test_ltxpool_restores_what_litestream_replicated_to_the_bucket(tmp_path, s3:
     assert read_rows(out) == read_rows(db)
     verified = run_ltxpool("verify", "--all", s3.url("from-litestream"))
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_damaged_object_is_named_by_verify_and_restore_refuses_it(tmp_path, s3: S3):
+    _, root, _ = make_replica(tmp_path, steps=3)
+    target = s3.target("db")
+    report = ship_replica(Replica(root), make_client(target), target)
+    newest = max((k for k in report.uploaded if "/0000/" in k), key=lambda k: parse_key(target, k)[2])  # type: ignore[index]
+    data = bytearray(s3.body(newest))
+    data[len(data) // 2] ^= 0xFF
+    s3.client().put_object(Bucket=s3.bucket, Key=newest, Body=bytes(data))
+    verified = run_ltxpool("verify", s3.url("db"))
+    assert verified.returncode == 1
+    assert f"BAD s3://{s3.bucket}/{newest}: corrupt at byte" in verified.stdout, verified.stdout
+    done = run_ltxpool("restore", s3.url("db"), str(tmp_path / "out.db"))
+    assert done.returncode == 1 and f"s3://{s3.bucket}/{newest}" in done.stderr, done.stderr
+    assert not (tmp_path / "out.db").exists()

@@ -56,8 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _verify_remote(url: str, verbose: bool, every_txid: bool) -> tuple[int, int, int, int]:
-    """(ok, bad, chains checked, chains broken) of one off-host copy."""
+def _verify_remote(url: str, verbose: bool, every_txid: bool) -> tuple[int, int, int, list[str]]:
+    """(ok, bad, chains checked, a line per broken chain) of one off-host copy."""
     target = parse_remote_url(url)
     listings = remote_listings(make_client(target), target)
     ok = bad = 0
@@ -70,9 +70,7 @@ def _verify_remote(url: str, verbose: bool, every_txid: bool) -> tuple[int, int,
             if verbose:
                 print(f"ok  {escape(verdict.path)}", flush=True)
     checked, problems = check_remote_chains(listings, every_txid=every_txid)
-    for problem in problems:
-        print(f"BAD {escape(problem.path)}: {one_line(problem.summary)}", flush=True)
-    return ok, bad, checked, len(problems)
+    return ok, bad, checked, [f"BAD {escape(p.path)}: {one_line(p.summary)}" for p in problems]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,10 +81,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"ltxpool: error: {escape(path)}: no such file or directory", file=sys.stderr)
     if missing:
         return 2
-    ok = bad = checked = broken = 0
+    ok = bad = checked = 0
+    broken_chains: list[str] = []
     for url in remote:
         counts = _verify_remote(url, args.verbose, args.every_txid)
-        ok, bad, checked, broken = ok + counts[0], bad + counts[1], checked + counts[2], broken + counts[3]
+        ok, bad, checked = ok + counts[0], bad + counts[1], checked + counts[2]
+        broken_chains += counts[3]
     for path in _expand(args.paths):
         try:
             verify_file(path)
@@ -98,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
             if args.verbose:
                 print(f"ok  {escape(path)}", flush=True)
     print(f"verified {ok + bad} files: {ok} ok, {bad} bad")
+    for line in broken_chains:
+        print(line, flush=True)
+    broken = len(broken_chains)
     for path in args.paths:
         if not _real_dir(os.path.join(path, "ltx")):
             continue
