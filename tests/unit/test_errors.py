@@ -13,16 +13,18 @@ import ltxpool.errors
 import ltxpool.locks.errors
 import ltxpool.ltx.errors
 import ltxpool.pool.errors
+import ltxpool.remote.errors
 import ltxpool.replica.errors
 import ltxpool.replicate.errors
 from ltxpool.errors import LtxpoolError
 from ltxpool.locks.holders import Holder
 
 HOMES = [ltxpool.errors, ltxpool.locks.errors, ltxpool.ltx.errors, ltxpool.replica.errors,
-         ltxpool.replicate.errors, ltxpool.discovery.errors, ltxpool.pool.errors]
+         ltxpool.remote.errors, ltxpool.replicate.errors, ltxpool.discovery.errors, ltxpool.pool.errors]
 # The few that are not path errors: internal to the codec (turned into CorruptLTXError),
-# the WAL parser's (the caller names the file), and the supervisor giving up on a child.
-NOT_ROOTED = {"VarintError", "PayloadError", "WalFormatError", "CrashLoop"}
+# the WAL parser's (the caller names the file), the supervisor giving up on a child, and
+# the remote layer's "this answer broke off, try again" (turned into RemoteRequestError).
+NOT_ROOTED = {"VarintError", "PayloadError", "WalFormatError", "CrashLoop", "ShortResponse"}
 ARGS = {
     "LockTimeout": ("/r/ltx/0", "writing", 0.25, (Holder(4242, 65534, "nobody", "python3", 1, "READ"),)),
     "ClaimHeld": ("/r/ltx/1/.ltxpool.claim", "claim", (Holder(4242, 0, "root", "sleep\x1b", 1, "WRITE"),)),
@@ -31,6 +33,8 @@ ARGS = {
     "PayloadError": (3, "short block"),
     "WalFormatError": ("bad header",),
     "CrashLoop": ("worker-1", 6, 60.0, "ValueError: x"),
+    "ShortResponse": ("response cut short: 3 of 9 bytes",),
+    "LeaseHeld": ("s3://b/db/.ltxpool-lease", "acquire lease", None, "held by h:1:t", "h:1:t"),
 }
 
 

@@ -1,6 +1,6 @@
 """The layering, read from the installed package's imports: every arrow points down.
 
-    errors, display <- locks <- ltx <- replica <- replicate <- discovery <- pool <- proving <- cli
+    errors, display <- locks <- ltx <- replica <- remote <- replicate <- discovery <- pool <- proving <- cli
 
 A module may import its own layer and the layers below it, never one above. Two
 layers are stricter: ``locks`` knows no LTX (it imports only ``errors``), and ``ltx``
@@ -17,7 +17,7 @@ import pkgutil
 import ltxpool
 import ltxpool.locks
 
-ORDER = ["errors", "locks", "ltx", "replica", "replicate", "discovery", "pool", "proving", "cli"]
+ORDER = ["errors", "locks", "ltx", "replica", "remote", "replicate", "discovery", "pool", "proving", "cli"]
 ONLY = {"locks": {"errors", "locks"}, "ltx": {"errors", "ltx"}}
 
 

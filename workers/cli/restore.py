@@ -1,4 +1,9 @@
-"""``ltxpool restore``: rebuild a database from a replica, verified, into a new file."""
+"""``ltxpool restore``: rebuild a database from a replica, verified, into a new file.
+
+The replica is a directory, or an off-host copy named as ``litestream restore``
+takes it: ``s3://bucket/prefix?endpoint=host:port&region=r&forcePathStyle=true``
+(credentials from the environment, the shared credentials file or an instance role).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,9 @@ import argparse
 import sys
 
 from ltxpool.cli.argtypes import file_mode
+from ltxpool.remote import is_remote_url, make_client, parse_remote_url, restore_remote
 from ltxpool.replica.layout import Replica
-from ltxpool.replica.restore import restore
+from ltxpool.replica.restore import RestoreResult, restore
 from ltxpool.replicate.compare import compare_with_source
 
 NAME = "restore"
@@ -15,7 +21,8 @@ HELP = "Restore the database at the latest TXID (or --txid) from a replica into 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("replica", help="replica root (holds ltx/<level>/)")
+    parser.add_argument("replica", help="replica root (holds ltx/<level>/), or s3://bucket/prefix[?endpoint=...&"
+                                        "region=...&forcePathStyle=true]")
     parser.add_argument("output", help="database file to create (must not exist)")
     parser.add_argument("--txid", type=lambda text: int(text, 0), default=None,
                         help="restore to this TXID (decimal, or hex with 0x); default: the latest")
@@ -30,8 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(the source, when it has not changed since the restored TXID); exit 1 if not")
 
 
+def _restore(args: argparse.Namespace) -> RestoreResult:
+    if is_remote_url(args.replica):
+        target = parse_remote_url(args.replica)
+        return restore_remote(make_client(target), target, args.output, args.txid, allow_gap=args.allow_gap,
+                              mode=args.mode)
+    return restore(Replica(args.replica), args.output, args.txid, allow_gap=args.allow_gap, mode=args.mode)
+
+
 def run(args: argparse.Namespace) -> int:
-    result = restore(Replica(args.replica), args.output, args.txid, allow_gap=args.allow_gap, mode=args.mode)
+    result = _restore(args)
     if result.gap is not None:
         print(f"ltxpool: warning: restoring TXID {result.txid} instead: {result.gap}", file=sys.stderr)
     if result.verified_by:

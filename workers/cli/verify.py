@@ -13,6 +13,9 @@ one page size, every page present (``ltxpool.replica.chain_check``; headers and 
 indexes only). Each TXID that does not is one ``BAD`` line, then
 ``checked N restore chains: N broken``.
 
+An ``s3://bucket/prefix[?endpoint=...]`` path is an off-host copy: every object of
+its levels is streamed and verified the same way, then its restore chains checked.
+
 Exit 1 if any file is bad or any chain broken; 2 if a path does not exist; else 0.
 """
 
@@ -26,6 +29,14 @@ from collections.abc import Iterator
 from ltxpool.display import escape, one_line
 from ltxpool.errors import LtxpoolError
 from ltxpool.ltx import verify_file
+from ltxpool.remote import (
+    check_remote_chains,
+    is_remote_url,
+    make_client,
+    parse_remote_url,
+    remote_listings,
+    verify_remote,
+)
 from ltxpool.replica.chain_check import check_txid, restorable_txids
 from ltxpool.replica.errors import LevelDirectoryError
 from ltxpool.replica.layout import Replica
@@ -45,13 +56,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _verify_remote(url: str, verbose: bool, every_txid: bool) -> tuple[int, int, int, list[str]]:
+    """(ok, bad, chains checked, a line per broken chain) of one off-host copy."""
+    target = parse_remote_url(url)
+    listings = remote_listings(make_client(target), target)
+    ok = bad = 0
+    for verdict in verify_remote(listings):
+        if verdict.error is not None:
+            bad += 1
+            print(f"BAD {verdict.error}", flush=True)
+        else:
+            ok += 1
+            if verbose:
+                print(f"ok  {escape(verdict.path)}", flush=True)
+    checked, problems = check_remote_chains(listings, every_txid=every_txid)
+    return ok, bad, checked, [f"BAD {escape(p.path)}: {one_line(p.summary)}" for p in problems]
+
+
 def run(args: argparse.Namespace) -> int:
+    remote = [path for path in args.paths if is_remote_url(path)]
+    args.paths = [path for path in args.paths if not is_remote_url(path)]
     missing = [path for path in args.paths if not os.path.lexists(path)]
     for path in missing:
         print(f"ltxpool: error: {escape(path)}: no such file or directory", file=sys.stderr)
     if missing:
         return 2
-    ok = bad = 0
+    ok = bad = checked = 0
+    broken_chains: list[str] = []
+    for url in remote:
+        counts = _verify_remote(url, args.verbose, args.every_txid)
+        ok, bad, checked = ok + counts[0], bad + counts[1], checked + counts[2]
+        broken_chains += counts[3]
     for path in _expand(args.paths):
         try:
             verify_file(path)
@@ -63,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
             if args.verbose:
                 print(f"ok  {escape(path)}", flush=True)
     print(f"verified {ok + bad} files: {ok} ok, {bad} bad")
-    checked = broken = 0
+    for line in broken_chains:
+        print(line, flush=True)
+    broken = len(broken_chains)
     for path in args.paths:
         if not _real_dir(os.path.join(path, "ltx")):
             continue

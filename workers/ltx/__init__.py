@@ -48,7 +48,7 @@ from ltxpool.ltx.header import (
 )
 from ltxpool.ltx.index import IndexEntry
 from ltxpool.ltx.payload import PAGE_FLAG_SIZE
-from ltxpool.ltx.verify import name_problem, open_ltx, parse_filename, read_header, verify_file
+from ltxpool.ltx.verify import name_problem, open_ltx, parse_filename, parse_header, read_header, verify_file
 
 __all__ = [
     "CHECKSUM_FLAG",
@@ -75,6 +75,7 @@ __all__ = [
     "open_ltx",
     "page_checksum",
     "parse_filename",
+    "parse_header",
     "read_header",
     "update_database_checksum",
     "verify_file",

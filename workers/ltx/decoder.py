@@ -103,17 +103,22 @@ class Decoder:
     ``pages()``/``frames()`` run once; when they are exhausted without error the
     whole file has been verified (the page index entry by entry only with
     ``verify_index``) and ``trailer`` is set. ``read_page`` needs a seekable stream
-    and checks only the frame it reads.
+    and checks only the frame it reads. ``size``: the stream's size where the caller
+    knows it and the stream has no descriptor to ask (an object in a bucket): it is
+    checked against the header as a file's is, and bounds the read buffer.
     """
 
-    def __init__(self, stream: BinaryIO, path: str = "<stream>", *, verify_index: bool = False) -> None:
+    def __init__(
+        self, stream: BinaryIO, path: str = "<stream>", *, verify_index: bool = False, size: int | None = None
+    ) -> None:
         self.path = path
         self.verify_index = verify_index
         self.trailer: Trailer | None = None
         # XOR of the page checksums of a snapshot that tracks checksums (its post-apply checksum).
         self.database_checksum: int | None = None
         self._stream = stream
-        self._reader = ChunkReader(stream, path)
+        self._reader = ChunkReader(stream, path, size)
+        self._size = size
         self._started = False
         self._index: PageIndex | None = None
         self._crc = 0
@@ -170,13 +175,16 @@ class Decoder:
     def _check_size(self) -> None:
         """Refuse a file larger than its header allows, or with a hole, before reading on.
 
-        Only a regular file has a size to check; a pipe or an in-memory stream is
-        read as it comes. See ``bounds.py`` for why both checks.
+        Only a regular file has a size to check, or a stream whose size the caller
+        gave (no hole to look for there); a pipe or an in-memory stream is read as it
+        comes. See ``bounds.py`` for why both checks.
         """
         try:
             fd = self._stream.fileno()
             info = os.fstat(fd)
         except (AttributeError, OSError, ValueError):
+            if self._size is not None and (problem := size_problem(self.header, self._size)) is not None:
+                raise CorruptLTXError(self.path, problem[0], problem[1]) from None
             return
         if not stat.S_ISREG(info.st_mode):
             return

@@ -24,8 +24,10 @@ __all__ = ["ChunkReader", "CHUNK_SIZE"]
 CHUNK_SIZE = 1 << 20
 
 
-def _size_hint(stream: BinaryIO) -> int:
-    """The stream's size where it is a file (at least 4 KiB), else the full chunk size."""
+def _size_hint(stream: BinaryIO, size: int | None) -> int:
+    """The stream's size where it is a file or the caller knows it (at least 4 KiB), else the full chunk size."""
+    if size is not None:
+        return max(4096, size + 16)
     try:
         return max(4096, os.fstat(stream.fileno()).st_size + 16)
     except (AttributeError, OSError, ValueError):
@@ -40,12 +42,12 @@ class ChunkReader:
     Views into ``buf`` are valid only until the next ``fill``.
     """
 
-    def __init__(self, stream: BinaryIO, path: str) -> None:
+    def __init__(self, stream: BinaryIO, path: str, size: int | None = None) -> None:
         self.stream = stream
         self.path = path
         # A merge holds one reader per input: a thousand small level-0 files must not
         # each cost a 1 MiB buffer (that was 1 GiB and 2 s of zeroing).
-        self.buf = bytearray(min(CHUNK_SIZE, _size_hint(stream)))
+        self.buf = bytearray(min(CHUNK_SIZE, _size_hint(stream, size)))
         self.view = memoryview(self.buf)
         self.pos = 0
         self.limit = 0

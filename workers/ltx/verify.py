@@ -23,7 +23,7 @@ from ltxpool.ltx.decoder import Decoder
 from ltxpool.ltx.errors import CorruptLTXError, LtxOpenError, LtxReadError
 from ltxpool.ltx.header import HEADER_SIZE, MAGIC, Header, header_problem
 
-__all__ = ["open_ltx", "verify_file", "parse_filename", "read_header", "name_problem"]
+__all__ = ["open_ltx", "verify_file", "parse_filename", "read_header", "parse_header", "name_problem"]
 
 _NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.ltx$")
 
@@ -95,6 +95,11 @@ def read_header(path: str | os.PathLike[str], *, dir_fd: int | None = None) -> H
         raise LtxReadError.from_oserror(name, "read header", exc) from exc
     finally:
         os.close(fd)
+    return parse_header(name, raw)
+
+
+def parse_header(name: str, raw: bytes) -> Header:
+    """The validated header in ``raw``, the first (up to) 100 bytes of the file ``name``."""
     if raw[: len(MAGIC)] != MAGIC:
         raise CorruptLTXError(name, 0, f"not an LTX file: magic {raw[:4]!r}, expected {MAGIC!r}")
     if len(raw) < HEADER_SIZE:

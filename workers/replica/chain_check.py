@@ -33,9 +33,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from ltxpool.errors import LtxpoolError
-from ltxpool.ltx import Header, lock_page, name_problem, read_header
+from ltxpool.ltx import Header, lock_page, name_problem
 from ltxpool.ltx.errors import CorruptLTXError
-from ltxpool.replica.layout import Listing, LtxFile, Replica, open_ltx_file
+from ltxpool.replica.layout import Listing, LtxFile, Replica, open_ltx_file, read_ltx_header
 from ltxpool.replica.plan import Plan, plan_restore
 
 __all__ = [
@@ -96,7 +96,7 @@ def name_problems(files: Iterable[LtxFile]) -> list[NameProblem]:
     problems = []
     for f in files:
         try:
-            header = read_header(f.path, dir_fd=f.dir_fd)
+            header = read_ltx_header(f)
         except LtxpoolError:
             continue
         reason = name_problem(f.path, header)

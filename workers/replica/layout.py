@@ -14,6 +14,11 @@ Listing opens the level directory as a :class:`~ltxpool.replica.directory.Direct
 carries it: reading, quarantining or deleting a listed file goes relative to the very
 directory it was listed from, however long ago and whatever its path leads to now.
 An entry with a second hard link is skipped like a symlink (``trusted_file``).
+
+A file need not be local: an :class:`LtxFile` listed from elsewhere (an object in a
+bucket, ``ltxpool.remote``) carries its :class:`LtxSource`, and ``open_ltx_file`` /
+``read_ltx_header`` go through it, so planning, chain checks, merge and restore take
+listings of any source.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ import errno
 import os
 import stat
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from ltxpool.ltx import Decoder, open_ltx, parse_filename
+from ltxpool.ltx import Decoder, Header, open_ltx, parse_filename, read_header
 from ltxpool.replica.access import PRIVATE, FileAccess
 from ltxpool.replica.directory import Directory, DirectoryStamp, trusted_file
 from ltxpool.replica.errors import DirectoryError, LevelDirectoryError
@@ -37,10 +44,12 @@ __all__ = [
     "STATE_DIR",
     "PROBLEM_NAME",
     "LtxFile",
+    "LtxSource",
     "Listing",
     "Replica",
     "QUARANTINE_DIR",
     "open_ltx_file",
+    "read_ltx_header",
     "format_name",
     "parse_name",
 ]
@@ -71,6 +80,18 @@ def parse_name(name: str) -> tuple[int, int] | None:
     return txids
 
 
+class LtxSource(Protocol):
+    """Where files that are not in a local directory are read from (``LtxFile.source``)."""
+
+    def open(self, f: LtxFile, *, verify_index: bool = False) -> AbstractContextManager[Decoder]:
+        """A decoder of ``f`` with its header read (as ``open_ltx``)."""
+        ...
+
+    def read_header(self, f: LtxFile) -> Header:
+        """The validated header of ``f``, reading 100 bytes (as ``read_header``)."""
+        ...
+
+
 @dataclass(frozen=True, order=True)
 class LtxFile:
     """One LTX file of a replica, as its name and lstat tell it (contents unread)."""
@@ -86,6 +107,8 @@ class LtxFile:
     #: Permission bits and (uid, gid) as listed: what a file made from it may take.
     mode: int = field(compare=False, default=0o600, repr=False)
     owner: tuple[int, int] | None = field(compare=False, default=None, repr=False)
+    #: Where a file that is not local is read from (None: ``path``, relative to ``directory``).
+    source: LtxSource | None = field(compare=False, default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -99,9 +122,21 @@ class LtxFile:
 
 @contextlib.contextmanager
 def open_ltx_file(f: LtxFile, *, verify_index: bool = False) -> Iterator[Decoder]:
-    """Open a listed file relative to the directory it was listed from (by path if not listed)."""
+    """Open a listed file relative to the directory it was listed from (by path if not
+    listed), or through its source."""
+    if f.source is not None:
+        with f.source.open(f, verify_index=verify_index) as decoder:
+            yield decoder
+        return
     with open_ltx(f.path, dir_fd=f.dir_fd, verify_index=verify_index) as decoder:
         yield decoder
+
+
+def read_ltx_header(f: LtxFile) -> Header:
+    """The validated header of a listed file (100 bytes read), wherever it is."""
+    if f.source is not None:
+        return f.source.read_header(f)
+    return read_header(f.path, dir_fd=f.dir_fd)
 
 
 @dataclass

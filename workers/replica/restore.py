@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +37,12 @@ from ltxpool.replica.access import PRIVATE
 from ltxpool.replica.atomic import COPY_CHUNK, AtomicWriter
 from ltxpool.replica.chain_check import NameProblem, check_plan, without_misnamed
 from ltxpool.replica.errors import BrokenChainError, IntegrityCheckError, OutputExistsError, RestorePlanError
-from ltxpool.replica.layout import Replica
+from ltxpool.replica.layout import Listing, Replica
 from ltxpool.replica.merge import merge_pages, open_chain
 from ltxpool.replica.plan import plan_restore
 from ltxpool.replica.txid_record import RECORD_NAME, recorded_checksum
 
-__all__ = ["RestoreResult", "restore", "integrity_check", "TXID_RECORD", "POST_APPLY"]
+__all__ = ["RestoreResult", "restore", "restore_listings", "integrity_check", "TXID_RECORD", "POST_APPLY"]
 
 #: Names of the database-checksum checks, as :attr:`RestoreResult.verified_by` reports them.
 TXID_RECORD = "txid record"
@@ -119,10 +120,33 @@ def restore(
     output is private (0600) unless ``mode`` says otherwise: restore cannot know who
     could read the database it came from.
     """
+    return restore_listings(
+        replica.list_all(), output, txid, check_integrity=check_integrity, mode=mode, allow_gap=allow_gap,
+        recorded=lambda reached: recorded_checksum(replica, reached),
+        record_path=os.path.join(replica.state_dir, RECORD_NAME),
+    )
+
+
+def restore_listings(
+    listings: Mapping[int, Listing],
+    output: str | os.PathLike[str],
+    txid: int | None = None,
+    *,
+    check_integrity: bool = True,
+    mode: int = PRIVATE.file_mode,
+    allow_gap: bool = False,
+    recorded: Callable[[int], int | None] | None = None,
+    record_path: str = "",
+) -> RestoreResult:
+    """:func:`restore` from listings of any source (a local replica, a bucket: ``ltxpool.remote``).
+
+    ``recorded(txid)``: the database checksum replicate recorded for a TXID, if the
+    source keeps such a record (``record_path`` names it in messages); None: no record.
+    """
     output = os.fspath(output)
     if os.path.lexists(output):
         raise OutputExistsError(output, "restore", errno.EEXIST, "output already exists; restore writes a new file")
-    listings, misnamed = without_misnamed(replica.list_all())
+    listings, misnamed = without_misnamed(listings)
     try:
         plan = plan_restore(listings, txid, allow_gap=allow_gap)
     except RestorePlanError:
@@ -139,7 +163,7 @@ def restore(
         raise problem.error
     if problem is not None:
         raise BrokenChainError(problem.path, "check restore chain", None, problem.summary)
-    recorded = recorded_checksum(replica, plan.max_txid)
+    expected_checksum = None if recorded is None else recorded(plan.max_txid)
     with ExitStack() as stack:
         decoders, header = open_chain(stack, plan.inputs)
         writer = stack.enter_context(AtomicWriter(output, mode=mode))
@@ -169,12 +193,12 @@ def restore(
         trailer = decoders[-1].trailer
         assert trailer is not None, "merge_pages reads every input to its end"
         verified_by: list[str] = []
-        if recorded is not None:
-            if database != recorded:
+        if expected_checksum is not None:
+            if database != expected_checksum:
                 raise CorruptLTXError(
                     plan.inputs[-1].path, 0,
-                    f"restored database checksum {database:016x} is not {recorded:016x}, the checksum "
-                    f"replicate recorded for TXID {plan.max_txid} in {os.path.join(replica.state_dir, RECORD_NAME)}",
+                    f"restored database checksum {database:016x} is not {expected_checksum:016x}, the checksum "
+                    f"replicate recorded for TXID {plan.max_txid} in {record_path}",
                 )
             verified_by.append(TXID_RECORD)
         last = decoders[-1].header

@@ -1,0 +1,50 @@
+"""The boto3 S3 client for a :class:`~ltxpool.remote.target.RemoteTarget`.
+
+Credentials come from boto3's default chain only (environment, shared credentials
+file, instance role); nothing here reads, logs or returns one. Settings, and why:
+
+* ``retries={"mode": "standard"}``: botocore's own retry of 5xx, throttling
+  (``SlowDown``), timeouts and reset connections, with backoff; ``retry.call``
+  retries whole steps on top.
+* connect and read timeouts, so a store that stops answering fails a step (to be
+  retried) instead of hanging a worker forever.
+* path-style addressing where the target asks (MinIO, moto, most self-hosted stores).
+* request checksums only where an operation requires them: the CRC trailers boto3
+  sends by default since 1.36 are refused by several S3-compatible stores. ltxpool
+  sends ``Content-MD5`` on every upload itself instead, which every store checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from ltxpool.remote.target import RemoteTarget
+
+__all__ = ["CONNECT_TIMEOUT", "READ_TIMEOUT", "make_client"]
+
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+_BOTOCORE_ATTEMPTS = 4
+
+
+def make_client(
+    target: RemoteTarget, *, connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT,
+    max_attempts: int = _BOTOCORE_ATTEMPTS,
+) -> Any:
+    """A new S3 client (one per process: boto3 clients are not shared across a fork)."""
+    config = Config(
+        region_name=target.region,
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        s3={"addressing_style": "path" if target.force_path_style else "auto"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        user_agent_extra="ltxpool",
+    )
+    # A session of its own: boto3's default session is shared module state.
+    session = boto3.session.Session()
+    return session.client("s3", endpoint_url=target.endpoint, config=config)
