@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ class Link:
     def busy(self, what: str, lag: float = 0.0, replica: str = "") -> None:
         self.send(Busy(what, lag, replica))
 
-    def sleep(self, seconds: float) -> None:
+    def sleep(self, seconds: float, wake_on: Sequence[int] = ()) -> None:
         time.sleep(max(0.0, min(seconds, self.deadline - time.monotonic())))
 
 

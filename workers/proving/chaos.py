@@ -79,6 +79,10 @@ class ChaosConfig:
     workers: int = 4
     kill_interval: tuple[float, float] = (0.02, 0.08)
     seed: int | None = None
+    #: Go on past ``seconds`` until this many kills (on a loaded machine each restart is
+    #: slower), for at most ``max_seconds``.
+    min_kills: int = 0
+    max_seconds: float = 0.0
 
 
 @dataclass
@@ -398,7 +402,8 @@ def _log_findings(harness: _Harness, report: ChaosReport) -> None:
 
 
 def run_chaos(config: ChaosConfig, command: Command, progress: Callable[[str], None] | None = None) -> ChaosReport:
-    """Run the pool under random SIGKILLs for ``config.seconds``, kill it all, audit the replica.
+    """Run the pool under random SIGKILLs for ``config.seconds`` (longer while under
+    ``config.min_kills``, up to ``config.max_seconds``), kill it all, audit the replica.
 
     ``command`` is the command line's ``main``: replicate and supervise run as forked
     children calling it, so a restart after a kill costs a fork, not an interpreter start.
@@ -419,8 +424,10 @@ def run_chaos(config: ChaosConfig, command: Command, progress: Callable[[str], N
         harness.start()
         try:
             deadline = started + config.seconds
+            longest = started + max(config.seconds, config.max_seconds)
             next_progress = started + 5
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline or (sum(harness.kills.values()) < config.min_kills
+                                                  and time.monotonic() < longest):
                 time.sleep(rng.uniform(*config.kill_interval))
                 harness.reap_orphans()
                 harness.restart_the_dead()
