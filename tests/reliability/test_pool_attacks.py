@@ -1,0 +1,151 @@
+"""Attacks on the host pool (issue 15) by short-lived apps, a hostile tenant and a careless operator.
+
+Real ``ltxpool supervise`` processes, real SQLite, real users. Each test is named after the
+behaviour that must hold; a restore of the replica against what the app was promised
+(``commit`` returned) is the oracle.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from ltxpool.replica.layout import Replica
+from ltxpool.replica.restore import restore
+from tests.process.test_supervisor import Pool, eventually
+from tests.support.users import User, nobody, shared_tmp, tenant  # noqa: F401 -- fixtures
+
+
+def dir_entry(source: Path, replicas: Path, interval: float = 0.1) -> str:
+    return (f'\n[[databases]]\ndir = "{source}"\npattern = "*.db"\nrecursive = true\n'
+            f'replica_root = "{replicas}"\ninterval = {interval}\n')
+
+
+def folders(tmp_path: Path) -> tuple[Path, Path]:
+    source, replicas = tmp_path / "tenants", tmp_path / "ltx"
+    source.mkdir()
+    replicas.mkdir(mode=0o755)
+    return source, replicas
+
+
+def rows(path: str) -> list[tuple[int, str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return sorted(conn.execute("SELECT id, v FROM t"))
+    finally:
+        conn.close()
+
+
+def restored_rows(replica: str) -> list[tuple[int, str]] | None:
+    with tempfile.TemporaryDirectory() as work:
+        output = os.path.join(work, "restored.db")
+        try:
+            restore(Replica(replica), output)
+            return rows(output)
+        except Exception:  # noqa: BLE001 -- "not restorable (yet)" is an answer here
+            return None
+
+
+def write_database(path: Path, content: list[tuple[int, str]], mode: str = "wal", page_size: int = 4096) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(f"PRAGMA page_size={page_size}")
+        conn.execute(f"PRAGMA journal_mode={mode}")
+        with conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT)")
+            conn.executemany("INSERT OR REPLACE INTO t(id, v) VALUES (?, ?)", content)
+    finally:
+        conn.close()
+
+
+def test_a_database_recreated_at_its_path_replicates_the_new_content(tmp_path: Path) -> None:
+    source, replicas = folders(tmp_path)
+    database = source / "app.db"
+    replica = str(replicas / "app.db")
+    write_database(database, [(1, "first")])
+    pool = Pool(tmp_path, [], extra_config=dir_entry(source, replicas))
+    try:
+        eventually(lambda: restored_rows(replica) == [(1, "first")], timeout=30, what="first", pool=pool)
+        for round_ in range(8):
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{database}{suffix}").unlink(missing_ok=True)
+            content = [(i, f"gen{round_}-{i}") for i in range(1, 2 + round_ % 3)]
+            write_database(database, content, mode="wal" if round_ % 2 else "delete",
+                           page_size=4096 if round_ % 4 < 2 else 8192)
+            eventually(lambda: restored_rows(replica) == rows(str(database)), timeout=20,
+                       what=f"round {round_}: restore == the recreated database", pool=pool)
+        assert pool.stop() == 0
+    finally:
+        pool.kill()
+
+
+HOLD_LOCKS = r"""
+import fcntl, os, sys, time
+root = sys.argv[1]
+os.rename(os.path.join(root, "ltx"), os.path.join(root, "ltx.moved"))
+held = []
+for level in ("0", "9"):
+    folder = os.path.join(root, "ltx", level)
+    os.makedirs(folder)
+    for name in [".ltxpool.lock"] + [f".ltxpool.slot-{i:02d}" for i in range(16)]:
+        fd = os.open(os.path.join(folder, name), os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held.append(fd)
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_tenant_holding_its_own_replicas_locks_does_not_stall_other_databases_of_its_worker(
+    shared_tmp: str, tenant: User,
+) -> None:
+    """The tenant owns its replica root (the pool chowned it): it may put its own ``ltx/``
+    there and hold every lock file of it. That may stall its own replica; the other
+    database on the same worker must keep being replicated within seconds."""
+    from tests.support.users import SYSTEM_PYTHON, python_as, start_as
+    base = Path(shared_tmp)
+    source, replicas = base / "tenants", base / "ltx"
+    source.mkdir(mode=0o755)
+    replicas.mkdir(mode=0o755)
+    (source / "t").mkdir()
+    os.chown(source / "t", tenant.uid, tenant.gid)
+    own = source / "t" / "own.db"
+    made = python_as(tenant, "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
+                             "c.execute('CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)'); c.commit()", str(own))
+    assert made.returncode == 0, made.stderr
+    other = source / "o" / "other.db"
+    other.parent.mkdir()
+    write_database(other, [(1, "x")])
+    own_replica, other_replica = str(replicas / "t" / "own.db"), str(replicas / "o" / "other.db")
+    pool = Pool(base, [], "--workers", "1", extra_config=dir_entry(source, replicas, interval=0.1))
+    holder = None
+    try:
+        eventually(lambda: restored_rows(other_replica) == [(1, "x")] and os.path.isdir(own_replica + "/ltx/0"),
+                   timeout=30, what="both replicated", pool=pool)
+        assert os.stat(own_replica).st_uid == tenant.uid, "the pool gave the tenant its replica root"
+        holder = start_as(tenant, [SYSTEM_PYTHON, "-c", HOLD_LOCKS, own_replica, "120"])
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        lags = []
+        for row in range(2, 8):
+            # The tenant writes its own database (its step waits for its locks) ...
+            python_as(tenant, "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
+                              "c.execute('INSERT INTO t(v) VALUES (1)'); c.commit()", str(own))
+            time.sleep(0.3)
+            # ... while another database of the same worker commits.
+            write_database(other, [(row, "x")])
+            started = time.monotonic()
+            eventually(lambda row=row: (restored_rows(other_replica) or [])[-1:] == [(row, "x")], timeout=60,
+                       what=f"row {row} of the other database", pool=pool)
+            lags.append(time.monotonic() - started)
+        assert max(lags) < 5.0, f"the other database waited {max(lags):.1f} s behind the tenant's lock: {lags}"
+        assert pool.stop() == 0
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        pool.kill()
