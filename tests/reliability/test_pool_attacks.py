@@ -149,3 +149,35 @@ def test_a_tenant_holding_its_own_replicas_locks_does_not_stall_other_databases_
             holder.kill()
             holder.wait()
         pool.kill()
+
+
+@pytest.mark.parametrize("layout", ["two-dirs-one-replica-root", "file-replica-inside-replica-root",
+                                    "replica-root-inside-another-dir"])
+def test_entries_whose_replicas_meet_are_refused_at_start_in_one_line(tmp_path: Path, layout: str) -> None:
+    """A careless operator gives two ``[[databases]]`` entries one replica tree: ``a/x.db`` and
+    ``b/x.db`` would both be ``ltx/x.db``, and one of them would never be replicated (at run
+    time only a "replica holds the history of ..." line, retried for ever)."""
+    import subprocess
+    import sys
+    a, b, ltx, other = tmp_path / "a", tmp_path / "b", tmp_path / "ltx", tmp_path / "other"
+    for folder in (a, b, ltx, other):
+        folder.mkdir(mode=0o755)
+    write_database(a / "x.db", [(1, "a")])
+    write_database(b / "x.db", [(1, "b")])
+    if layout == "two-dirs-one-replica-root":
+        entries = dir_entry(a, ltx) + dir_entry(b, ltx)
+    elif layout == "file-replica-inside-replica-root":
+        entries = dir_entry(a, ltx) + f'\n[[databases]]\npath = "{b / "x.db"}"\nreplica = "{ltx / "x.db"}"\n'
+    else:
+        (b / "ltx").mkdir(mode=0o755)
+        entries = dir_entry(a, b / "ltx") + dir_entry(b, other)
+    config = tmp_path / "pool.toml"
+    config.write_text("workers = 1\n" + entries)
+    try:
+        done = subprocess.run([sys.executable, "-m", "ltxpool.cli", "supervise", "--config", str(config)],
+                              capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the pool started with two entries sharing one replica tree")
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and ("overlaps databases[0]" in lines[0] or "is inside databases[1].dir" in lines[0]), lines
