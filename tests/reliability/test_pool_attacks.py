@@ -181,3 +181,26 @@ def test_entries_whose_replicas_meet_are_refused_at_start_in_one_line(tmp_path: 
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and ("overlaps databases[0]" in lines[0] or "is inside databases[1].dir" in lines[0]), lines
+
+
+def test_the_compaction_schedule_stays_as_big_as_the_live_replicas_under_database_churn(tmp_path: Path) -> None:
+    """Short-lived apps: 20,000 databases found and retired (unique names, and one name
+    again and again), as ``worker_main`` joins and retires their replicas. The schedule
+    must hold slots for the replicas alive, not for every one ever seen (~400 bytes each)."""
+    from ltxpool.pool.config import PoolConfig
+    from ltxpool.pool.roles import _join
+    from ltxpool.pool.schedule import ReplicaSchedule
+    schedule = ReplicaSchedule([], PoolConfig().compaction)
+    positions: dict[str, int] = {}
+    live = str(tmp_path / "live.db")
+    _join(schedule, positions, live, 0.0, {})
+    for index in range(20_000):
+        root = str(tmp_path / ("again.db" if index % 2 else f"job-{index}.db"))
+        _join(schedule, positions, root, float(index), {})
+        schedule.retire(positions.pop(root))
+    assert len(schedule.replicas) <= 2, f"{len(schedule.replicas)} slots for 1 live replica"
+    assert schedule.replicas[positions[live]].root == live
+    # A slot given out again is planned for its new replica, and only for it.
+    again = str(tmp_path / "again.db")
+    _join(schedule, positions, again, 0.0, {})
+    assert schedule.replicas[positions[again]].root == again and positions[again] != positions[live]
