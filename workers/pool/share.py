@@ -118,6 +118,9 @@ class DatabaseShare:
         retired = []
         for database in changes.removed:
             entry = self.queue.remove(database)
+            # Kept only until a step succeeds: a database gone before its first one
+            # (a short-lived app's) would stay here for the worker's life.
+            self._maybe_problem.discard(database)
             if entry is not None:
                 self.retired += 1
                 retired.append(entry.target)
