@@ -204,3 +204,140 @@ def test_the_compaction_schedule_stays_as_big_as_the_live_replicas_under_databas
     again = str(tmp_path / "again.db")
     _join(schedule, positions, again, 0.0, {})
     assert schedule.replicas[positions[again]].root == again and positions[again] != positions[live]
+
+
+def test_journal_mode_switches_a_vacuum_to_a_new_page_size_and_a_big_commit_are_all_replicated(
+    tmp_path: Path,
+) -> None:
+    """One database, kept open and closed by short-lived connections: wal -> delete -> wal,
+    ``VACUUM`` to 8 KiB pages, a 200,000-row commit while the pool steps."""
+    source, replicas = folders(tmp_path)
+    database = source / "app.db"
+    replica = str(replicas / "app.db")
+    write_database(database, [(1, "first")])
+    pool = Pool(tmp_path, [], extra_config=dir_entry(source, replicas))
+
+    def caught_up(what: str) -> None:
+        eventually(lambda: restored_rows(replica) == rows(str(database)), timeout=60, what=what, pool=pool)
+
+    try:
+        caught_up("first")
+        for step, mode in enumerate(("delete", "wal", "delete", "wal")):
+            conn = sqlite3.connect(database)
+            conn.execute(f"PRAGMA journal_mode={mode}")
+            with conn:
+                conn.execute("INSERT INTO t(v) VALUES (?)", (f"{mode}-{step}",))
+            conn.close()
+            caught_up(f"after switching to {mode}")
+        conn = sqlite3.connect(database)
+        conn.execute("PRAGMA journal_mode=delete")
+        conn.execute("PRAGMA page_size=8192")
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA journal_mode=wal")
+        with conn:
+            conn.execute("INSERT INTO t(v) VALUES ('after vacuum')")
+        conn.close()
+        assert sqlite3.connect(database).execute("PRAGMA page_size").fetchone() == (8192,)
+        caught_up("after VACUUM to 8 KiB pages")
+        conn = sqlite3.connect(database)
+        with conn:
+            conn.executemany("INSERT INTO t(v) VALUES (?)", ((f"bulk-{i}",) for i in range(200_000)))
+            conn.execute("DELETE FROM t WHERE id % 7 = 0")
+        conn.close()
+        caught_up("after a 200,000-row commit")
+        assert pool.stop() == 0
+    finally:
+        pool.kill()
+
+
+def test_a_folder_removed_and_recreated_again_and_again_has_its_new_database_replicated(tmp_path: Path) -> None:
+    import shutil
+    source, replicas = folders(tmp_path)
+    folder = source / "t" / "app"
+    pool = Pool(tmp_path, [], extra_config=dir_entry(source, replicas))
+    try:
+        pool.wait_for(r"worker-1 started")
+        time.sleep(1)
+        for round_ in range(30):
+            shutil.rmtree(source / "t", ignore_errors=True)
+            folder.mkdir(parents=True)
+            write_database(folder / "x.db", [(round_, f"r{round_}")])
+            if round_ % 10 == 9:
+                eventually(lambda: restored_rows(str(replicas / "t" / "app" / "x.db")) == rows(str(folder / "x.db")),
+                           timeout=10, what=f"round {round_}", pool=pool)
+        assert pool.stop() == 0
+    finally:
+        pool.kill()
+
+
+@pytest.mark.xfail(strict=True, reason="inotify watches are charged to the pool's user for every folder any tenant "
+                   "makes; no per-tenant budget: a tenant's folders exhaust max_user_watches and another "
+                   "tenant's new folder is found only by the next rescan (300 s)")
+def test_a_tenant_making_many_folders_does_not_delay_finding_another_tenants_new_database(
+    shared_tmp: str, tenant: User, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``fs.inotify.max_user_watches`` is per user: root's pool shares it with every root
+    process, and each worker spends one watch per folder of the tree. Here the limit is
+    the watches held at start plus 40 (``add_watch`` fails ENOSPC beyond, as the kernel
+    does); the tenant makes 60 folders in its own sub-folder."""
+    from inotify_simple import INotify
+
+    from ltxpool.discovery import DatabaseDir
+    from ltxpool.discovery.watch import DatabaseWatch
+    from tests.support.users import run_as
+    base = Path(shared_tmp)
+    source = base / "tenants"
+    (source / "evil").mkdir(parents=True)
+    (source / "other").mkdir()
+    os.chown(source / "evil", tenant.uid, tenant.gid)
+    real_add = INotify.add_watch
+    held: set[int] = set()
+
+    def add_watch(self: INotify, path: str, mask: int) -> int:
+        if len(held) >= 43:
+            raise OSError(28, "No space left on device")
+        wd = real_add(self, path, mask)
+        held.add(wd)
+        return wd
+
+    monkeypatch.setattr(INotify, "add_watch", add_watch)
+    watch = DatabaseWatch([DatabaseDir(str(source), str(base / "ltx"), recursive=True)])
+    try:
+        watch.start()
+        made = run_as(tenant, ["sh", "-c", f"cd '{source}/evil' && for i in $(seq 60); do mkdir d$i; done"])
+        assert made.returncode == 0, made.stderr
+        time.sleep(0.2)
+        watch.read()
+        (source / "other" / "new").mkdir()
+        time.sleep(0.2)
+        watch.read()  # the new folder: listed (empty), but its watch is refused
+        write_database(source / "other" / "new" / "shop.db", [(1, "x")])
+        time.sleep(0.2)
+        found = [target.database for target in watch.read().added]
+    finally:
+        watch.close()
+    assert found == [str(source / "other" / "new" / "shop.db")]
+
+
+def test_a_worker_keeps_nothing_of_databases_deleted_before_their_first_step(tmp_path: Path) -> None:
+    """Short-lived apps with a database per job: 300 created and deleted between two looks
+    of the worker. Nothing of them may stay in the worker's share once they are retired."""
+    from ltxpool.discovery import DatabaseDir
+    from ltxpool.pool.config import PoolConfig
+    from ltxpool.pool.share import DatabaseShare
+    source, replicas = folders(tmp_path)
+    share = DatabaseShare(PoolConfig(databases=(DatabaseDir(str(source), str(replicas)),), workers=1), 0)
+    try:
+        share.start(0.0, {})
+        for batch in range(3):
+            made = [source / f"job-{batch}-{i}.db" for i in range(100)]
+            for path in made:
+                write_database(path, [(1, "x")], mode="delete")
+            share.absorb(1.0)
+            for path in made:
+                path.unlink()
+            share.absorb(2.0)
+        assert len(share.queue) == 0
+        assert len(share._maybe_problem) == 0, f"{len(share._maybe_problem)} paths of deleted databases kept"
+    finally:
+        share.close()
