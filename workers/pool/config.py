@@ -476,3 +476,31 @@ def check_databases(entries: Sequence[DatabaseEntry], owners: Sequence[int]) -> 
         if _inside(real_root, real_dir) or _inside(real_dir, real_root):
             raise ConfigError(entry.replica_root, f"{key}.replica_root", None,
                               f"overlaps the folder it replicates ({entry.dir}); put the replicas elsewhere")
+    _refuse_shared_replicas(entries)
+
+
+def _replica_key(entry: DatabaseEntry) -> tuple[str, str]:
+    return (f"{'replica' if isinstance(entry, DatabaseFile) else 'replica_root'}",
+            entry.replica if isinstance(entry, DatabaseFile) else entry.replica_root)
+
+
+def _refuse_shared_replicas(entries: Sequence[DatabaseEntry]) -> None:
+    """One replica, one database: two entries whose replicas meet (``/srv/a/x.db`` and
+    ``/srv/b/x.db`` both under one ``replica_root``) would leave one of them unreplicated
+    with only a "replica holds the history of ..." error at run time, and a replica tree
+    inside another entry's folder would be watched and scanned as sources."""
+    for index, entry in enumerate(entries):
+        name, replica = _replica_key(entry)
+        real = os.path.realpath(replica)
+        for other_index, other in enumerate(entries):
+            if other_index == index:
+                continue
+            other_name, other_replica = _replica_key(other)
+            other_real = os.path.realpath(other_replica)
+            if other_index < index and (_inside(real, other_real) or _inside(other_real, real)):
+                raise ConfigError(replica, f"databases[{index}].{name}", None,
+                                  f"overlaps databases[{other_index}].{other_name} ({other_replica}): "
+                                  f"give each entry its own replica folder")
+            if isinstance(other, DatabaseDir) and _inside(real, os.path.realpath(other.dir)):
+                raise ConfigError(replica, f"databases[{index}].{name}", None,
+                                  f"is inside databases[{other_index}].dir ({other.dir}); put the replicas elsewhere")

@@ -19,8 +19,8 @@ replica itself after each file it writes (``touch``) -- nor rescanned: listing
 thousands of idle replicas every ``rescan_interval`` would be the idle cost again,
 and no one else writes their level 0 (a manual ``replicate`` of one is planned
 at the worker's next start). Replicas come and go as
-databases are found and retired (``add``, ``retire``); a retired position is never
-looked at again.
+databases are found and retired (``add``, ``retire``); a retired position is not
+looked at again until ``add`` gives it to the next replica that joins.
 
 Higher levels only gain inputs from compactions, and the worker that compacted
 recomputes the due time itself; a full recomputation every ``rescan_interval``
@@ -113,6 +113,8 @@ class ReplicaSchedule:
         self._settled = [False] * count
         self._polled = [True] * count
         self._retired = [False] * count
+        #: Retired positions, given out again by ``add``.
+        self._free: list[int] = []
         self._heap: list[tuple[float, int, int, int]] = []
         self.next_poll = 0.0
         self.next_rescan = 0.0
@@ -121,7 +123,26 @@ class ReplicaSchedule:
         return self._due[position]
 
     def add(self, replica: Replica, now: float, *, polled: bool = False) -> int:
-        """A replica that joins (a database found); planned at once. Returns its position."""
+        """A replica that joins (a database found); planned at once. Returns its position.
+
+        A retired position is given out again: short-lived apps that create and delete
+        databases (one per job, or the same one again and again) would otherwise grow the
+        schedule by one slot per database ever seen, for the worker's life.
+        """
+        if self._free:
+            position = self._free.pop()
+            self.replicas[position] = replica
+            self._level0[position] = replica.level_dir(0)
+            self._due[position] = math.inf
+            self._not_before[position] = 0.0
+            self._failures[position] = 0
+            self._version[position] += 1
+            self._seen[position] = None
+            self._settled[position] = False
+            self._polled[position] = polled
+            self._retired[position] = False
+            self.refresh(position, now)
+            return position
         position = len(self.replicas)
         self.replicas.append(replica)
         self._rank[position] = position
@@ -140,9 +161,12 @@ class ReplicaSchedule:
 
     def retire(self, position: int) -> None:
         """The replica leaves (its database is gone): no pass, poll or rescan touches it again."""
+        if self._retired[position]:
+            return
         self._retired[position] = True
         self._due[position] = math.inf
         self._version[position] += 1
+        self._free.append(position)
 
     def touch(self, position: int, now: float) -> None:
         """This worker wrote to the replica's level 0: plan it anew (instead of a poll)."""

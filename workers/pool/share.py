@@ -34,6 +34,14 @@ __all__ = ["DatabaseShare", "StepOutcome"]
 
 log = logging.getLogger("ltxpool.pool")
 
+#: The longest one step waits for its replica's directory lock. The step runs in the
+#: worker's only loop, so a wait here delays every other database of the worker: a
+#: tenant owns its replica root and may hold its own lock files, and with the full
+#: ``lock_timeout`` (30 s) it held back everyone's replication for as long. The only
+#: other holders of a level-0 lock are the janitor's sweeps and writes of a few ms; a
+#: busy lock is retried with the failure backoff, its holder named once.
+STEP_LOCK_WAIT = 0.5
+
 
 @dataclass(frozen=True)
 class StepOutcome:
@@ -53,7 +61,7 @@ class DatabaseShare:
         self._entries = config.databases
         self._scanned: dict[str, Target] = {}
         self.index = index
-        self.lock_timeout = config.lock_timeout
+        self.lock_timeout = min(config.lock_timeout, STEP_LOCK_WAIT)
         self.rescan_interval = config.rescan_interval
         self.notify = config.notify
         self.watch = DatabaseWatch(config.databases, owns=lambda path: owner_of(path, workers) == index)
@@ -110,6 +118,9 @@ class DatabaseShare:
         retired = []
         for database in changes.removed:
             entry = self.queue.remove(database)
+            # Kept only until a step succeeds: a database gone before its first one
+            # (a short-lived app's) would stay here for the worker's life.
+            self._maybe_problem.discard(database)
             if entry is not None:
                 self.retired += 1
                 retired.append(entry.target)
