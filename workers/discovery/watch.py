@@ -22,9 +22,16 @@ side files never databases):
 * a known database is removed only when ``lstat`` confirms it is gone (or no longer
   a regular file at its real path): a copy that truncates and rewrites it, or a
   rename over it (a deploy), makes it ``changed``, never removed and never lost;
-* a folder that cannot be watched (EACCES, gone, ENOSPC after start) is logged once
-  and listed by each rescan, which reports its databases ``changed`` (no event
-  would say so).
+* a folder that cannot be watched (EACCES, gone, ENOSPC after start, or past the
+  watcher's ``budget``) is logged once and polled instead: every ``POLL_INTERVAL``
+  seconds at most ``POLL_FOLDERS`` such folders (in turn) are listed and their
+  databases' files stat'ed, so a database there is still found, and a write still
+  seen, within seconds, at a cost that is bounded whoever makes the folders;
+* ``budget``: ``fs.inotify.max_user_watches`` is one number for every process of the
+  pool's user (root: all of root's services). A tenant who makes folders by the
+  thousand would spend it all, and a systemd path unit or another tenant's new folder
+  would get none; so a watcher holds at most its budget (the pool gives its workers
+  three quarters of the limit together) and polls the rest.
 
 Why inotify_simple: a ctypes wrapper (one file, no thread, no C extension) that gives
 what a worker needs, a file descriptor to ``select`` on beside its wake-up pipe.
@@ -46,8 +53,10 @@ import contextlib
 import errno
 import functools
 import logging
+import math
 import os
 import stat
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -76,6 +85,9 @@ _SIDE_CONTENT = flags.MODIFY
 _GONE = flags.DELETE | flags.MOVED_FROM | flags.MOVED_TO | flags.CREATE
 #: Reads per call: a flood is handled in bounded steps; what is left keeps the fd readable.
 _MAX_READS = 64
+#: Unwatched folders are polled this often, at most this many per poll (in turn).
+POLL_INTERVAL = 2.0
+POLL_FOLDERS = 500
 #: Side files whose change is a change of the database (``-shm`` is only readers' bookkeeping).
 _CHANGE_SUFFIXES = ("-wal", "-journal")
 
@@ -109,9 +121,15 @@ class _Batch:
 class DatabaseWatch:
     """The databases ``entries`` match, kept up to date by inotify; ``owns`` picks which are reported."""
 
-    def __init__(self, entries: Sequence[DatabaseEntry], *, owns: Callable[[str], bool] = lambda path: True) -> None:
+    def __init__(self, entries: Sequence[DatabaseEntry], *, owns: Callable[[str], bool] = lambda path: True,
+                 budget: int | None = None) -> None:
         self._entries = tuple(entries)
         self._owns = owns
+        self._budget = budget
+        #: When the unwatched folders are next polled, which come next, and what their files looked like.
+        self._next_poll = 0.0
+        self._poll_turn = 0
+        self._looks: dict[str, tuple[tuple[int, int, int] | None, ...]] = {}
         self._inotify: INotify | None = None
         self._folder_of: dict[int, str] = {}
         self._wd_of: dict[str, int] = {}
@@ -172,12 +190,49 @@ class DatabaseWatch:
     # -- looking ---------------------------------------------------------------------------
 
     def read(self) -> Changes:
-        """Every pending event, turned into changes; never blocks (no events: empty Changes)."""
+        """Every pending event, turned into changes; never blocks (no events: empty Changes).
+
+        Also polls the unwatched folders when their turn has come (see :meth:`wake_at`)."""
         batch = self._drain()
         if batch.overflow:
             log.warning("inotify queue overflowed (fs.inotify.max_queued_events): rescanning")
             return self._resync(batch, everything_changed=True)
+        if self._unwatched and time.monotonic() >= self._next_poll:
+            self._poll_unwatched(batch)
         return self._settle(batch)
+
+    def wake_at(self) -> float:
+        """When :meth:`read` next has polling to do, in ``time.monotonic()`` seconds (inf: none)."""
+        return self._next_poll if self._unwatched else math.inf
+
+    @property
+    def unwatched(self) -> int:
+        """Folders polled because they could not be watched (or are past the budget)."""
+        return len(self._unwatched)
+
+    def _poll_unwatched(self, batch: _Batch) -> None:
+        """List the next ``POLL_FOLDERS`` unwatched folders; a new name or a changed file is a candidate."""
+        self._next_poll = time.monotonic() + POLL_INTERVAL
+        folders = sorted(self._unwatched)
+        start = self._poll_turn % len(folders)
+        turn = (folders[start:] + folders[:start])[:POLL_FOLDERS]
+        self._poll_turn = start + len(turn)
+        for folder in turn:
+            for entry in self._entries:
+                if isinstance(entry, DatabaseDir) and _covers(entry, folder):
+                    for _listed, names in walk(folder, False, functools.partial(matches, entry)):
+                        batch.candidates.update(os.path.join(folder, name) for name in names)
+        for path in [path for path in self._looks if path not in self._known]:
+            del self._looks[path]
+        for path in self._known:
+            if os.path.dirname(path) in turn:
+                look = tuple(_signature(path + suffix) for suffix in ("", "-wal", "-journal"))
+                # No look yet: what happened before it is unknown, so it counts as a change (one
+                # step more, never a write missed between the database's discovery and this look).
+                if self._looks.get(path) != look:
+                    batch.candidates.add(path)
+                    batch.touched.add(path)
+                self._looks[path] = look
 
     def rescan(self) -> Changes:
         """A full scan diffed against what is known (pending events included); watches folders
@@ -295,6 +350,14 @@ class DatabaseWatch:
 
     def _watch(self, folder: str) -> None:
         inotify = self._require()
+        if self._budget is not None and folder not in self._wd_of and len(self._folder_of) >= self._budget:
+            self._unwatched.add(folder)
+            # Once per watcher, not per folder: whoever makes the folders must not flood the log.
+            self._log_once("<budget>", None, logging.WARNING,
+                           f"this worker's budget of {self._budget} inotify watches is spent (three quarters of "
+                           f"fs.inotify.max_user_watches, shared by the workers); {escape(folder)} and any folder "
+                           f"after it are polled every {POLL_INTERVAL:g} s instead")
+            return
         try:
             wd = inotify.add_watch(folder, WATCH_MASK)
         except OSError as exc:
@@ -303,8 +366,9 @@ class DatabaseWatch:
                 if self._starting:
                     raise watch_limit_error(folder, needed_watches(self._entries),
                                             read_limit("max_user_watches")) from exc
-                self._log_once(folder, exc.errno, logging.WARNING,
-                               "not watched: fs.inotify.max_user_watches is reached; each rescan lists it")
+                self._log_once("<limit>", exc.errno, logging.WARNING,
+                               f"fs.inotify.max_user_watches is reached: {escape(folder)} and any folder after it "
+                               f"are polled every {POLL_INTERVAL:g} s instead")
             elif exc.errno in (errno.ENOENT, errno.ENOTDIR):
                 self._log_once(folder, exc.errno, logging.DEBUG, "not watched: gone, or a link")
             else:
@@ -365,6 +429,23 @@ class DatabaseWatch:
         return self._inotify
 
     def _log_once(self, path: str, code: int | None, level: int, message: str) -> None:
+        """One line per (path, errno); a ``<key>`` in angle brackets is a watcher-wide line."""
         if (path, code) not in self._logged:
             self._logged.add((path, code))
-            log.log(level, "%s: %s", escape(path), message)
+            if path.startswith("<"):
+                log.log(level, "%s", message)
+            else:
+                log.log(level, "%s: %s", escape(path), message)
+
+
+def _covers(entry: DatabaseDir, folder: str) -> bool:
+    return folder == entry.dir or (entry.recursive and folder.startswith(entry.dir.rstrip(os.sep) + os.sep))
+
+
+def _signature(path: str) -> tuple[int, int, int] | None:
+    """What a poll compares: inode, size and mtime (None: no such file)."""
+    try:
+        found = os.lstat(path)
+    except OSError:
+        return None
+    return found.st_ino, found.st_size, found.st_mtime_ns

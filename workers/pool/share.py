@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ltxpool.discovery import Target, owner_of, scan
+from ltxpool.discovery.limits import read_limit
 from ltxpool.discovery.watch import Changes, DatabaseWatch
 from ltxpool.display import escape, one_line
 from ltxpool.errors import LtxpoolError
@@ -30,7 +31,7 @@ from ltxpool.replicate.errors import DatabaseBusyError, ReplicaBusyError, Source
 from ltxpool.replicate.replicator import Replicator, StepResult
 from ltxpool.replicate.state import StateStore
 
-__all__ = ["DatabaseShare", "StepOutcome"]
+__all__ = ["DatabaseShare", "StepOutcome", "watch_budget"]
 
 log = logging.getLogger("ltxpool.pool")
 
@@ -64,7 +65,8 @@ class DatabaseShare:
         self.lock_timeout = min(config.lock_timeout, STEP_LOCK_WAIT)
         self.rescan_interval = config.rescan_interval
         self.notify = config.notify
-        self.watch = DatabaseWatch(config.databases, owns=lambda path: owner_of(path, workers) == index)
+        self.watch = DatabaseWatch(config.databases, owns=lambda path: owner_of(path, workers) == index,
+                                   budget=watch_budget(workers))
         self.queue = DatabaseQueue()
         self.retired = 0
         self._next_rescan = math.inf
@@ -101,7 +103,9 @@ class DatabaseShare:
         return (self.watch.fileno(),) if self.notify else ()
 
     def wake_at(self) -> float:
-        return min(self.queue.wake_at(), self._next_rescan)
+        """When there is next something to do (wall clock): a step, a rescan, a poll of unwatched folders."""
+        poll = self.watch.wake_at() - time.monotonic() + time.time() if self.notify else math.inf
+        return min(self.queue.wake_at(), self._next_rescan, poll)
 
     def absorb(self, now: float) -> tuple[list[Target], list[Target]]:
         """Take in what the kernel reported (and the periodic rescan, when due);
@@ -188,6 +192,15 @@ class DatabaseShare:
 
     def close(self) -> None:
         self.watch.close()
+
+
+def watch_budget(workers: int) -> int | None:
+    """Each worker's share of three quarters of ``fs.inotify.max_user_watches`` (None: limit unknown).
+
+    The limit is one number for every process of the pool's user; the quarter left is for
+    the others (root's systemd path units, say), whatever folders the tenants make."""
+    limit = read_limit("max_user_watches")
+    return None if limit is None else max(limit * 3 // 4 // workers, 1)
 
 
 def _gone(path: str) -> bool:
