@@ -6,6 +6,7 @@ import argparse
 import errno
 
 from ltxpool.cli.argtypes import port, positive_int, positive_seconds, seconds
+from ltxpool.discovery import database_folders
 from ltxpool.pool.config import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -22,7 +23,8 @@ from ltxpool.pool.supervisor import Supervisor
 
 NAME = "supervise"
 HELP = (
-    "Run the pool: N compaction workers and one janitor over the replicas, restarted when they die. "
+    "Run the pool: N workers (replicating the config's [[databases]], compacting every replica) and one "
+    "janitor, restarted when they die. "
     "SIGTERM/SIGINT stop it gracefully (exit 0), a second SIGINT at once, SIGHUP reloads --config. "
     "Refuses replicas on network filesystems."
 )
@@ -75,7 +77,8 @@ def prepare(args: argparse.Namespace) -> PoolConfig:
     )
     check_replicas(config, args.config or "<command line>")
     if not config.allow_network_fs:
-        refuse_network_fs(config.replicas, read_mount_table(config.mount_table or MOUNTINFO))
+        refuse_network_fs([*config.replicas, *database_folders(config.databases)],
+                          read_mount_table(config.mount_table or MOUNTINFO))
     return config
 
 

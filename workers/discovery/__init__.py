@@ -12,6 +12,7 @@ from ltxpool.discovery.entries import (
     DatabaseEntry,
     DatabaseFile,
     Target,
+    database_folders,
     owner_of,
     replica_for,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "DatabaseEntry",
     "DatabaseFile",
     "Target",
+    "database_folders",
     "is_sqlite_database",
     "owner_of",
     "replica_for",

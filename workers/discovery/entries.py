@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = ["DatabaseFile", "DatabaseDir", "DatabaseEntry", "Target", "DEFAULT_INTERVAL", "DEFAULT_PATTERN",
-           "SIDE_FILE_SUFFIXES", "replica_for", "owner_of"]
+           "SIDE_FILE_SUFFIXES", "replica_for", "owner_of",
+           "database_folders"]
 
 #: Seconds between two replication steps of one database that keeps changing.
 DEFAULT_INTERVAL = 1.0
@@ -73,3 +75,14 @@ def owner_of(database: str, workers: int) -> int:
     """The index of the worker that replicates ``database``: stable across restarts and processes,
     so a restarted worker takes over exactly what its predecessor had."""
     return zlib.crc32(os.fsencode(database)) % workers
+
+
+def database_folders(entries: Sequence[DatabaseEntry]) -> list[str]:
+    """Every folder the entries read databases from or write replicas to (for the filesystem check)."""
+    folders: list[str] = []
+    for entry in entries:
+        if isinstance(entry, DatabaseFile):
+            folders += [os.path.dirname(entry.path), os.path.dirname(entry.replica)]
+        else:
+            folders += [entry.dir, entry.replica_root]
+    return folders

@@ -32,7 +32,7 @@ import select
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkContext
 from types import FrameType
@@ -87,8 +87,9 @@ class ChildLink:
         self._busy = True
         self.send(Busy(what, lag, replica))
 
-    def sleep(self, seconds: float) -> None:
-        """Sleep up to ``seconds``, waking at once on SIGTERM; keep the parent informed."""
+    def sleep(self, seconds: float, wake_on: Sequence[int] = ()) -> None:
+        """Sleep up to ``seconds``, waking at once on SIGTERM or when a descriptor in
+        ``wake_on`` (the worker's change notification) is readable; keep the parent informed."""
         if self._busy:
             self._busy = False
             self.send(Idle())
@@ -104,10 +105,13 @@ class ChildLink:
             remaining = deadline - now
             if remaining <= 0:
                 break
-            ready, _, _ = select.select([self._wake_r], [], [], min(remaining, self._heartbeat_interval, _PARENT_CHECK))
-            if ready:
+            ready, _, _ = select.select([self._wake_r, *wake_on], [], [],
+                                        min(remaining, self._heartbeat_interval, _PARENT_CHECK))
+            if self._wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 512)
+            if any(fd in ready for fd in wake_on):
+                break
 
 
 def child_main(role: str, target: Callable[..., None], conn: Connection, parents_end: Connection,

@@ -20,6 +20,9 @@ __all__ = [
     "Busy",
     "Compacted",
     "CompactionFailed",
+    "Replicated",
+    "ReplicationFailed",
+    "DatabasesKnown",
     "JanitorReported",
     "JanitorRound",
     "JanitorFailed",
@@ -66,6 +69,38 @@ class CompactionFailed:
 
 
 @dataclass(frozen=True)
+class Replicated:
+    """A worker wrote one level-0 file (or snapshot) of ``database``; ``lag``: seconds from
+    noticing the change to the file being durable."""
+
+    database: str
+    replica: str
+    txid: int
+    bytes: int
+    snapshot: bool
+    lag: float
+
+
+@dataclass(frozen=True)
+class ReplicationFailed:
+    """A step of ``database`` failed; the worker retries it with backoff."""
+
+    database: str
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class DatabasesKnown:
+    """A worker's share changed: how many databases it replicates, how many it retired since
+    it started, and the change-notification watches it holds."""
+
+    worker: int
+    databases: int
+    retired: int
+    watches: int
+
+
+@dataclass(frozen=True)
 class JanitorReported:
     """A janitor pass over one replica that changed something (quiet passes send nothing)."""
 
@@ -94,4 +129,5 @@ class Crashed:
     line: str
 
 
-Event = Heartbeat | Idle | Busy | Compacted | CompactionFailed | JanitorReported | JanitorRound | JanitorFailed | Crashed
+Event = (Heartbeat | Idle | Busy | Compacted | CompactionFailed | Replicated | ReplicationFailed | DatabasesKnown
+         | JanitorReported | JanitorRound | JanitorFailed | Crashed)

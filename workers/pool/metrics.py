@@ -16,7 +16,18 @@ from collections.abc import Callable, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ltxpool.display import escape
-from ltxpool.pool.events import Busy, Compacted, CompactionFailed, Event, JanitorFailed, JanitorReported, JanitorRound
+from ltxpool.pool.events import (
+    Busy,
+    Compacted,
+    CompactionFailed,
+    DatabasesKnown,
+    Event,
+    JanitorFailed,
+    JanitorReported,
+    JanitorRound,
+    Replicated,
+    ReplicationFailed,
+)
 from ltxpool.pool.metrics_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, MetricsServer, is_loopback
 from ltxpool.replica.compactor import CompactionResult
 from ltxpool.replica.janitor import JanitorReport
@@ -48,6 +59,20 @@ class PoolMetrics:
         self.schedule_lag = Histogram("ltxpool_schedule_lag_seconds",
                                       "How late a due compaction pass started (all workers busy)",
                                       buckets=_SECONDS, registry=r)
+        self.replicated = Counter("ltxpool_replicated_files", "LTX files written by the pool's replication, by kind",
+                                  ["kind"], registry=r)
+        self.replicated_bytes = Counter("ltxpool_replicated_bytes", "Bytes written by the pool's replication",
+                                        registry=r)
+        self.replication_failures = Counter("ltxpool_replication_failures", "Replication steps that raised an error",
+                                            registry=r)
+        self.replication_lag = Histogram("ltxpool_replication_lag_seconds",
+                                         "From noticing a database's change to its LTX file being durable",
+                                         buckets=_SECONDS, registry=r)
+        self.databases = Gauge("ltxpool_databases", "Databases the pool replicates now", registry=r)
+        self.databases_retired = Gauge("ltxpool_databases_retired",
+                                       "Databases retired since the workers started (source gone)", registry=r)
+        self.watches = Gauge("ltxpool_inotify_watches", "Change-notification watches the workers hold", registry=r)
+        self._shares: dict[int, DatabasesKnown] = {}
         self.janitor_rounds = Counter("ltxpool_janitor_rounds", "Janitor rounds over all replicas", registry=r)
         self.janitor_orphans = Counter("ltxpool_janitor_orphans_removed", "Orphaned temp files removed", registry=r)
         self.janitor_retention = Counter("ltxpool_janitor_retention_removed", "LTX files removed by retention",
@@ -82,6 +107,17 @@ class PoolMetrics:
             self.janitor_failures.labels(event.replica).inc()
         elif isinstance(event, Busy) and event.what.startswith("compacting"):
             self.schedule_lag.observe(event.lag)
+        elif isinstance(event, Replicated):
+            self.replicated.labels("snapshot" if event.snapshot else "incremental").inc()
+            self.replicated_bytes.inc(event.bytes)
+            self.replication_lag.observe(event.lag)
+        elif isinstance(event, ReplicationFailed):
+            self.replication_failures.inc()
+        elif isinstance(event, DatabasesKnown):
+            self._shares[event.worker] = event
+            self.databases.set(sum(share.databases for share in self._shares.values()))
+            self.databases_retired.set(sum(share.retired for share in self._shares.values()))
+            self.watches.set(sum(share.watches for share in self._shares.values()))
 
     def _compacted(self, result: CompactionResult) -> None:
         level = str(result.level)

@@ -35,8 +35,19 @@ from ltxpool.display import escape, one_line
 from ltxpool.errors import LtxpoolError
 from ltxpool.pool.child import ChildLink
 from ltxpool.pool.config import PoolConfig
-from ltxpool.pool.events import Compacted, CompactionFailed, JanitorFailed, JanitorReported, JanitorRound
+from ltxpool.pool.events import (
+    Compacted,
+    CompactionFailed,
+    DatabasesKnown,
+    JanitorFailed,
+    JanitorReported,
+    JanitorRound,
+    Replicated,
+    ReplicationFailed,
+)
+from ltxpool.pool.replication import QueuedDatabase
 from ltxpool.pool.schedule import ReplicaSchedule
+from ltxpool.pool.share import DatabaseShare
 from ltxpool.replica.compactor import compaction_pass
 from ltxpool.replica.janitor import JanitorReport, janitor_pass
 from ltxpool.replica.layout import Replica
@@ -48,7 +59,7 @@ log = logging.getLogger("ltxpool.pool")
 
 
 def worker_main(link: ChildLink, index: int, config: PoolConfig, held_off: Mapping[str, float]) -> None:
-    """Compact due levels of every replica until asked to stop (SIGTERM)."""
+    """Replicate this worker's share of the databases and compact due levels until asked to stop (SIGTERM)."""
     replicas = [Replica(root) for root in config.replicas]
     schedule = ReplicaSchedule(
         replicas, config.compaction, offset=index * len(replicas) // config.workers,
@@ -58,12 +69,57 @@ def worker_main(link: ChildLink, index: int, config: PoolConfig, held_off: Mappi
     for position, replica in enumerate(replicas):
         if replica.root in held_off:
             schedule.hold_off(position, now + held_off[replica.root])
+    share = DatabaseShare(config, index) if config.databases else None
+    positions: dict[str, int] = {}
+    try:
+        if share is not None:
+            for target in share.start(now, held_off):
+                _join(schedule, positions, target.replica, now, held_off)
+            _announce(link, share, index)
+        _work(link, config, schedule, share, positions, held_off)
+    finally:
+        if share is not None:
+            share.close()
+
+
+def _join(schedule: ReplicaSchedule, positions: dict[str, int], root: str, now: float,
+          held_off: Mapping[str, float]) -> None:
+    """A database's replica joins this worker's compaction schedule (not polled: we write its level 0)."""
+    if root in positions:
+        return
+    positions[root] = schedule.add(Replica(root), now)
+    if root in held_off:
+        schedule.hold_off(positions[root], now + held_off[root])
+
+
+def _announce(link: ChildLink, share: DatabaseShare, index: int) -> None:
+    link.send(DatabasesKnown(index, len(share.queue), share.retired, share.watch.watches))
+
+
+def _work(link: ChildLink, config: PoolConfig, schedule: ReplicaSchedule, share: DatabaseShare | None,
+          positions: dict[str, int], held_off: Mapping[str, float]) -> None:
+    """The loop: a due database's step first (replication lag is what apps feel), then due compactions."""
+    replicas = schedule.replicas
     while not link.stopping:
         now = time.time()
+        if share is not None:
+            found, retired = share.absorb(now)
+            for target in found:
+                _join(schedule, positions, target.replica, now, held_off)
+            for target in retired:
+                if target.replica in positions:
+                    schedule.retire(positions.pop(target.replica))
+            if found or retired:
+                _announce(link, share, share.index)
+            entry = share.pop_due(now)
+            if entry is not None:
+                _replicate(link, share, entry, schedule, positions)
+                continue
         schedule.maintain(now)
         due = schedule.pop_due(now)
         if due is None:
-            link.sleep(schedule.wake_at() - now)
+            wake = schedule.wake_at() if share is None else min(schedule.wake_at(), share.wake_at())
+            link.sleep(wake - now, () if share is None else (share.fileno(),))
             continue
         position, due_at = due
         replica = replicas[position]
@@ -81,6 +137,27 @@ def worker_main(link: ChildLink, index: int, config: PoolConfig, held_off: Mappi
         for result in results:
             link.send(Compacted(result))
         schedule.finished(position, time.time(), progressed=bool(results))
+
+
+def _replicate(link: ChildLink, share: DatabaseShare, entry: QueuedDatabase, schedule: ReplicaSchedule,
+               positions: dict[str, int]) -> None:
+    """Step one due database; a file written re-plans its replica's compaction."""
+    target = entry.target
+    link.busy(f"replicating {target.database}", 0.0, target.replica)
+    outcome = share.step(entry)
+    if outcome.error is not None:
+        link.send(ReplicationFailed(target.database, outcome.error))
+        return
+    result = outcome.result
+    if result is None:
+        return
+    log.log(logging.INFO if result.snapshot else logging.DEBUG, "%s: txid %d: %d pages, %d bytes%s (%.3f s after "
+            "the change was seen)", escape(target.database), result.txid, result.pages, result.bytes,
+            " (snapshot)" if result.snapshot else "", outcome.lag)
+    link.send(Replicated(target.database, target.replica, result.txid, result.bytes, result.snapshot, outcome.lag))
+    position = positions.get(target.replica)
+    if position is not None:
+        schedule.touch(position, time.time())
 
 
 def _log_report(report: JanitorReport, known_problems: set[str], skips: SkipLog) -> None:

@@ -13,6 +13,12 @@ have the kernel's coarse clock granularity (a few ms), so two renames within one
 tick show one mtime; as git does with "racily clean" entries, a directory whose
 mtime is under a second old is looked at again on the next poll.
 
+Replicas of the pool's own ``[[databases]]`` are not polled: the worker that
+replicates a database is the one that compacts its replica, and it re-plans the
+replica itself after each file it writes (``touch``). Replicas come and go as
+databases are found and retired (``add``, ``retire``); a retired position is never
+looked at again.
+
 Higher levels only gain inputs from compactions, and the worker that compacted
 recomputes the due time itself; a full recomputation every ``rescan_interval``
 covers whatever else (another worker that died mid-way, a foreign writer).
@@ -102,12 +108,43 @@ class ReplicaSchedule:
         self._version = [0] * count
         self._seen: list[int | None] = [None] * count
         self._settled = [False] * count
+        self._polled = [True] * count
+        self._retired = [False] * count
         self._heap: list[tuple[float, int, int, int]] = []
         self.next_poll = 0.0
         self.next_rescan = 0.0
 
     def due(self, position: int) -> float:
         return self._due[position]
+
+    def add(self, replica: Replica, now: float, *, polled: bool = False) -> int:
+        """A replica that joins (a database found); planned at once. Returns its position."""
+        position = len(self.replicas)
+        self.replicas.append(replica)
+        self._rank[position] = position
+        self._order.append(position)
+        self._level0.append(replica.level_dir(0))
+        self._due.append(math.inf)
+        self._not_before.append(0.0)
+        self._failures.append(0)
+        self._version.append(0)
+        self._seen.append(None)
+        self._settled.append(False)
+        self._polled.append(polled)
+        self._retired.append(False)
+        self.refresh(position, now)
+        return position
+
+    def retire(self, position: int) -> None:
+        """The replica leaves (its database is gone): no pass, poll or rescan touches it again."""
+        self._retired[position] = True
+        self._due[position] = math.inf
+        self._version[position] += 1
+
+    def touch(self, position: int, now: float) -> None:
+        """This worker wrote to the replica's level 0: plan it anew (instead of a poll)."""
+        if not self._retired[position]:
+            self.refresh(position, now)
 
     def _set(self, position: int, due: float) -> None:
         due = max(due, self._not_before[position])
@@ -144,7 +181,7 @@ class ReplicaSchedule:
         now_ns = time.time_ns()
         changed = 0
         for position in self._order:
-            if self._look(position, now_ns):
+            if self._polled[position] and not self._retired[position] and self._look(position, now_ns):
                 self.refresh(position, now)
                 changed += 1
         self.next_poll = now + self.poll_interval
@@ -154,6 +191,8 @@ class ReplicaSchedule:
         """Re-plan every replica (at start, and every ``rescan_interval``)."""
         now_ns = time.time_ns()
         for position in self._order:
+            if self._retired[position]:
+                continue
             self._look(position, now_ns)
             self.refresh(position, now)
         self.next_poll = now + self.poll_interval
@@ -198,6 +237,8 @@ class ReplicaSchedule:
         the failure backoff: otherwise N workers taking turns would each reset it.
         """
         self._not_before[position] = 0.0
+        if self._retired[position]:
+            return
         self.refresh(position, now)
         if self._due[position] <= now and not progressed:
             self._not_before[position] = now + self.claim_retry

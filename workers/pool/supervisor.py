@@ -140,8 +140,9 @@ class Supervisor:
         handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         previous = {signum: signal.signal(signum, self._on_signal) for signum in handled}
         config = self.config
-        log.info("starting: pid %d, %d workers, janitor every %g s, %d replicas, grace %g s",
-                 os.getpid(), config.workers, config.janitor_interval, len(config.replicas), config.grace)
+        log.info("starting: pid %d, %d workers, janitor every %g s, %d replicas, %d database entries, grace %g s",
+                 os.getpid(), config.workers, config.janitor_interval, len(config.replicas), len(config.databases),
+                 config.grace)
         if config.lock_timeout >= config.restart.hang_timeout:
             log.warning("lock_timeout %g s >= hang_timeout %g s: a worker stalled by a lock holder is killed as "
                         "hung before it can name the holder", config.lock_timeout, config.restart.hang_timeout)

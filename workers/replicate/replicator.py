@@ -259,25 +259,28 @@ class Replicator:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def step(self) -> StepResult | None:
+    def step(self, seen_at: float | None = None) -> StepResult | None:
         """Capture the database; write one LTX file if it changed since the last TXID.
 
+        ``seen_at``: when the change was first noticed (wall clock; default: now),
+        recorded with the time the file was durable, for ``status``'s replication lag.
         Raises :class:`LockTimeout` (naming the holder) if the directory lock of the
         level it writes (0, or 9 for a snapshot) stays busy for ``lock_timeout``; no
         SQLite lock is held during that wait.
         """
         started = time.monotonic()
+        seen = time.time() if seen_at is None else seen_at
         try:
-            return self._step(started, None)
+            return self._step(started, None, seen)
         except LockTimeout:
             if self._lock_inside_sqlite:
                 raise
         # The capture is gone with its read transaction: wait here, then capture anew.
         directory = self._target
         with dir_lock(directory, timeout=self.lock_timeout) as lock, lock.writing():
-            return self._step(started, (directory, lock))
+            return self._step(started, (directory, lock), seen)
 
-    def _step(self, started: float, held: tuple[Directory, DirLock] | None) -> StepResult | None:
+    def _step(self, started: float, held: tuple[Directory, DirLock] | None, seen_at: float) -> StepResult | None:
         state = self.state
         with ExitStack() as stack:
             with self.source.capture(state.position, pin=self.pin) as image:
@@ -324,6 +327,7 @@ class Replicator:
             # SQLite's lock is released; only the fsync and rename remain.
             assert sink.writer is not None
             sink.writer.commit()
+            durable_at = time.time()
             size = sink.writer.bytes_written
         self._apply(diff, fresh, image)
         # The previous TXID's record too, if its append failed (its state is still known).
@@ -331,7 +335,7 @@ class Replicator:
         self.state = ReplicationState(
             self.database, txid, image.page_size, image.commit, diff.database, image.position
         )
-        self.store.save(self.state, self.checksums, None if fresh else diff.pgnos)
+        self.store.save(self.state, self.checksums, None if fresh else diff.pgnos, timing=(seen_at, durable_at))
         if self.store.txids.count > RECORD_LIMIT:
             self._prune_txid_record()
         return StepResult(

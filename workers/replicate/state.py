@@ -14,7 +14,9 @@ janitor and ``verify`` never see it) holds:
   (``ltxpool.replica.txid_record``): the end-to-end check ``restore`` runs, since
   the LTX files carry no database checksums (Litestream restores no file that does).
 * ``state.json`` -- TXID, page size, commit, post-apply database checksum, the WAL
-  or rollback position of the image, the database path. Replaced atomically.
+  or rollback position of the image, the database path, and when the last step's
+  change was seen and its file durable (``seen_at``, ``durable_at``: the replication
+  lag ``status`` reports). Replaced atomically.
 * ``problem.json`` -- while a continuous replicate cannot step (the database is
   missing, unreadable, or a step was refused): the reason, since when, the pid.
   Removed by the next step that succeeds; ``ltxpool status`` reports it.
@@ -236,11 +238,13 @@ class StateStore:
             checksums.byteswap()
         return state, checksums
 
-    def save(self, state: ReplicationState, checksums: array[int], changed: Sequence[int] | None) -> None:
+    def save(self, state: ReplicationState, checksums: array[int], changed: Sequence[int] | None,
+             timing: tuple[float, float] | None = None) -> None:
         """Persist after the LTX file of ``state.txid`` is durable.
 
         ``changed``: the page numbers whose entries changed (ascending); None rewrites
-        the whole array (a snapshot).
+        the whole array (a snapshot). ``timing``: (seen_at, durable_at), when the change
+        was noticed and when its file was durable (wall clock), kept for ``status``.
         """
         self.txids.append(state.txid, state.checksum)
         self._write_checksums(checksums, changed)
@@ -253,6 +257,8 @@ class StateStore:
             "checksum": state.checksum,
             "position": _position_to_json(state.position),
         }
+        if timing is not None:
+            document["seen_at"], document["durable_at"] = timing
         write_atomic(self.state_path, json.dumps(document, indent=1).encode(), directory=self._dir)
 
     def _write_checksums(self, checksums: array[int], changed: Sequence[int] | None) -> None:
