@@ -21,7 +21,7 @@ from ltxpool.display import escape, one_line
 from ltxpool.pool.resources import PoolResources, max_user_watches
 from ltxpool.pool.status import STATES, DatabaseStatus, database_statuses, summary
 from ltxpool.replica.janitor import DEFAULT_FOREIGN_TEMP_AGE
-from ltxpool.replica.status import status_document
+from ltxpool.replica.status import human_age, status_document
 
 __all__ = ["format_summary", "format_databases", "format_resources", "database_document", "database_metrics",
            "DatabaseCollector"]
@@ -31,22 +31,13 @@ _LABELS = (("databases", "databases"), ("replicated", "replicated"), ("never_rep
            ("unreadable", "unreadable"), ("orphans", "with orphans"), ("quarantined", "with quarantined files"))
 
 
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if value >= size:
-            return f"{value / size:.1f}{unit}"
-    return f"{value:.1f}s"
-
-
 def format_summary(statuses: Sequence[DatabaseStatus]) -> str:
     """``name: count`` lines, then the lag line."""
     counts = summary(statuses)
     width = max(len(label) for _, label in _LABELS) + 1
     lines = [f"{label + ':':<{width}} {counts[key]}" for key, label in _LABELS]
-    lines.append(f"{'lag:':<{width}} max {_seconds(counts['max_lag_seconds'])}, "
-                 f"p99 {_seconds(counts['p99_lag_seconds'])} ({counts['lag_known']} databases with a known lag)")
+    lines.append(f"{'lag:':<{width}} max {human_age(counts['max_lag_seconds'])}, "
+                 f"p99 {human_age(counts['p99_lag_seconds'])} ({counts['lag_known']} databases with a known lag)")
     return "\n".join(lines)
 
 
@@ -86,7 +77,7 @@ _COLUMNS = ("STATE", "DATABASE", "REPLICA", "TXID", "LAG", "ORPHANS", "QUARANTIN
 def _error(status: DatabaseStatus, now: float) -> str:
     parts = []
     if status.last_error is not None:
-        since = "" if status.error_since is None else f" (for {_seconds(max(now - status.error_since, 0.0))})"
+        since = "" if status.error_since is None else f" (for {human_age(max(now - status.error_since, 0.0))})"
         parts.append(f"{status.last_error}{since}")
     if status.note is not None:
         parts.append(status.note)
@@ -103,7 +94,7 @@ def format_databases(statuses: Sequence[DatabaseStatus], total: int, now: float)
             "?" if status.database is None else escape(status.database),
             escape(status.replica),
             "-" if status.txid is None else str(status.txid),
-            _seconds(status.lag),
+            human_age(status.lag),
             str(status.orphans),
             str(status.quarantined),
             one_line(_error(status, now)),

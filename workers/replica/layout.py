@@ -252,6 +252,23 @@ class Replica:
         with self.open_root() as root:
             return root.child(name, create=True) if create else root.optional_child(name)
 
+    def open_state_file(self, name: str) -> int | None:
+        """A read-only descriptor of ``.ltxpool-replicate/<name>`` (state, problem), reached
+        without a link and never blocking on a FIFO planted under its name; None when the
+        folder or the file is missing. Other failures raise (``DirectoryError``, ``OSError``)."""
+        try:
+            state = self.subdirectory(STATE_DIR)
+            if state is None:
+                return None
+            with state:
+                return state.open_file(name, os.O_RDONLY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except DirectoryError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+
     def safe_level_dirs(self) -> Iterator[tuple[int, Directory]]:
         """``(level, directory)`` of each level directory that exists and is reached without a symlink.
 

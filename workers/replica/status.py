@@ -43,7 +43,7 @@ from ltxpool.replica.directory import Directory
 from ltxpool.replica.errors import DirectoryError, LevelDirectoryError
 from ltxpool.replica.janitor import DEFAULT_FOREIGN_TEMP_AGE
 from ltxpool.replica.ladder_cost import LadderCost, ladder_cost
-from ltxpool.replica.layout import LEVELS, PROBLEM_NAME, STATE_DIR, Listing, LtxFile, Replica
+from ltxpool.replica.layout import LEVELS, PROBLEM_NAME, Listing, LtxFile, Replica
 from ltxpool.replica.plan import coverage_gaps, latest_snapshot, level_problems
 from ltxpool.replica.quarantine import quarantined_files
 
@@ -58,6 +58,7 @@ __all__ = [
     "guarded_status",
     "status_document",
     "format_table",
+    "human_age",
     "status_metrics",
     "StatusCollector",
 ]
@@ -95,7 +96,7 @@ class RecordedProblem:
     def note(self, now: float) -> str:
         if self.since is None or self.pid is None:
             return f"replicate: {self.reason}"
-        return f"replicate (pid {self.pid}) cannot step for {_human_age(max(now - self.since, 0.0))}: {self.reason}"
+        return f"replicate (pid {self.pid}) cannot step for {human_age(max(now - self.since, 0.0))}: {self.reason}"
 
 
 @dataclass
@@ -295,12 +296,10 @@ def _recorded_problem(replica: Replica) -> RecordedProblem | None:
     """The problem a continuous replicate recorded (never followed through a link)."""
     path = os.path.join(replica.state_dir, PROBLEM_NAME)
     try:
-        state = replica.subdirectory(STATE_DIR)
-        if state is None:
-            return None
-        with state:
-            fd = state.open_file(PROBLEM_NAME, os.O_RDONLY | os.O_NONBLOCK)
+        fd = replica.open_state_file(PROBLEM_NAME)
     except (OSError, DirectoryError):
+        return None
+    if fd is None:
         return None
     try:
         document = json.loads(os.read(fd, _PROBLEM_LIMIT))
@@ -341,7 +340,8 @@ def status_document(statuses: Sequence[ReplicaStatus], now: float) -> dict[str, 
     return {"time": now, "replicas": replicas}
 
 
-def _human_age(seconds: float | None) -> str:
+def human_age(seconds: float | None) -> str:
+    """``42.0s``, ``1.7m``, ``3.0h``, ``2.0d``; ``-`` when unknown."""
     if seconds is None:
         return "-"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -371,7 +371,7 @@ def format_table(statuses: Sequence[ReplicaStatus], now: float) -> str:
                 "-" if level.min_txid is None else str(level.min_txid),
                 "-" if level.max_txid is None else str(level.max_txid),
                 str(level.gaps), str(level.overlaps), str(level.temp_files), str(level.orphan_temp_files),
-                _human_age(_age(level.newest_file_time, now)),
+                human_age(_age(level.newest_file_time, now)),
             ))
             notes.extend(f"{root}: {problem}" for problem in level.problems)
         if status.quarantined:

@@ -23,7 +23,7 @@ import stat
 from dataclasses import dataclass
 
 from ltxpool.replica.errors import DirectoryError
-from ltxpool.replica.layout import STATE_DIR, Replica
+from ltxpool.replica.layout import Replica
 from ltxpool.replicate.errors import StateStoreError
 from ltxpool.replicate.state import STATE_NAME
 
@@ -63,21 +63,13 @@ def read_recorded_state(replica: Replica) -> RecordedState | None:
     """
     path = os.path.join(replica.state_dir, STATE_NAME)
     try:
-        directory = replica.subdirectory(STATE_DIR)
-        if directory is None:
-            return None
-        with directory:
-            fd = directory.open_file(STATE_NAME, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return None
+        fd = replica.open_state_file(STATE_NAME)
     except DirectoryError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
         raise StateStoreError(exc.path, "read state", exc.errno, exc.reason) from exc
     except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return None
         raise StateStoreError.from_oserror(path, "read state", exc) from exc
+    if fd is None:
+        return None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise StateStoreError(path, "read state", errno.EINVAL, "not a regular file")
