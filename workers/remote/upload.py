@@ -96,6 +96,10 @@ class ShipReport:
     corrupt: list[tuple[str, str]] = field(default_factory=list)
     #: Keys the bucket holds with another size: never overwritten.
     conflicts: list[tuple[str, str]] = field(default_factory=list)
+    #: ``(level, min TXID, max TXID, size)`` of every local file the bucket holds after this ship.
+    held_local: list[tuple[int, int, int, int]] = field(default_factory=list)
+    #: The mtime (durable time) of the oldest local file the bucket lacked before this ship.
+    oldest_missing: float | None = None
 
     @property
     def nothing_to_do(self) -> bool:
@@ -246,18 +250,26 @@ def ship_file(
 
 def ship_replica(
     replica: Replica, client: Any, target: RemoteTarget, *, settings: ShipSettings = ShipSettings(),
+    held: dict[str, int] | None = None,
 ) -> ShipReport:
     """Upload every durable LTX file of ``replica`` the bucket lacks (see the module's notes).
 
     Listing the bucket decides what it lacks, so a ship after a crash or a kill
-    resumes where the last one stopped and sends nothing twice. A failed request
-    (after retries) stops the ship with RemoteRequestError: what was uploaded stays.
+    resumes where the last one stopped and sends nothing twice. ``held``: what a
+    recent listing found (key -> size), for a caller that ships often (the pool's
+    shipper, holding the prefix's lease, so nobody else adds to it): not listed
+    again, and each upload is added to it. A wrong guess costs nothing: uploads are
+    conditional, and a key already there with our size counts as ours. A failed
+    request (after retries) stops the ship with RemoteRequestError: what was
+    uploaded stays (and is in ``held``).
     """
     report = ShipReport()
-    remote = {
-        object_key(target, f.level, f.min_txid, f.max_txid): f.size
-        for listing in list_all(client, target).values() for f in listing.files
-    }
+    if held is None:
+        held = {
+            object_key(target, f.level, f.min_txid, f.max_txid): f.size
+            for listing in list_all(client, target).values() for f in listing.files
+        }
+    remote = held
     for level in SHIP_ORDER:
         listing = replica.list_level(level)
         try:
@@ -266,10 +278,13 @@ def ship_replica(
                 if key in remote:
                     if remote[key] == f.size:
                         report.present += 1
+                        report.held_local.append((level, f.min_txid, f.max_txid, f.size))
                     else:
                         report.conflicts.append((target.display(key), f"the bucket holds {remote[key]} bytes, "
                                                  f"the local file {f.size}"))
                     continue
+                if report.oldest_missing is None or f.mtime < report.oldest_missing:
+                    report.oldest_missing = f.mtime
                 try:
                     sent = ship_file(client, target, level, f, settings=settings, known_absent=True)
                 except CorruptLTXError as exc:
@@ -283,6 +298,8 @@ def ship_replica(
                 except RemoteConflictError as exc:
                     report.conflicts.append((exc.path, exc.reason))
                     continue
+                remote[key] = f.size
+                report.held_local.append((level, f.min_txid, f.max_txid, f.size))
                 if sent is not None:
                     report.uploaded.append(key)
                     report.bytes_uploaded += sent
