@@ -235,3 +235,62 @@ def test_a_second_pool_on_the_same_prefix_refuses_naming_the_holder_and_the_firs
         if second is not None:
             second.kill()
     assert restored_from_bucket(s3, "shared/app.db", tmp_path / "restored.db") == committed[database_a]
+
+
+RETAIN_NOTHING = "\n[retention]\nlevels = { 0 = 0, 1 = 0, 2 = 0, 3 = 0 }\nsnapshots = 0\n"
+
+
+def level_zero_txids(replica: str) -> set[int]:
+    return {txid for f in Replica(replica).list_level(0).files for txid in range(f.min_txid, f.max_txid + 1)}
+
+
+def test_with_the_bucket_unreachable_local_retention_keeps_every_file_and_without_a_remote_it_deletes(
+    tmp_path: Path, s3: S3,
+) -> None:
+    """Control in the same run: the same pool without ``[databases.remote]`` removes level-0 files."""
+    from tests.support.s3_server import free_port
+
+    runs = {}
+    for name, remote in (("unreachable", True), ("control", False)):
+        base = tmp_path / name
+        base.mkdir()
+        source, replicas = folders(base)
+        database = source / "app.db"
+        committed = {database: create_database(database, rows=1)}
+        if remote:
+            # Nothing listens there: every request of the shipper fails.
+            extra = remote_config(source, replicas, s3, "gone", f"http://127.0.0.1:{free_port()}")
+        else:
+            extra = remote_config(source, replicas, s3, "x").split("\n[databases.remote]")[0]
+        runs[name] = (Pool(base, [], extra_config=extra + RETAIN_NOTHING), source, replicas, database, committed)
+    writers = [Writers([database], committed, pause=0.05) for _, _, _, database, committed in runs.values()]
+    try:
+        for writer in writers:
+            writer.__enter__()
+        time.sleep(4)
+        for writer in writers:
+            writer.stop()
+        for _, source, replicas, _, committed in runs.values():
+            wait_restores(committed, source, replicas)
+        time.sleep(2)  # a few janitor rounds (every 0.3 s) with every file past its retention age
+        seen = {}
+        for name, (pool, source, replicas, database, _) in runs.items():
+            replica = replica_of(source, replicas, database)
+            newest = max(f.max_txid for listing in Replica(replica).list_all().values() for f in listing.files)
+            seen[name] = (level_zero_txids(replica), newest)
+            if name == "unreachable":
+                pool.wait_for(r"refusing to ship|shipping to .* failed", timeout=5)
+                assert read_shipped(Replica(replica)) == set()
+        for pool, *_ in runs.values():
+            assert pool.stop() == 0
+    finally:
+        for writer in writers:
+            writer.stop()
+        for pool, *_ in runs.values():
+            pool.kill()
+    kept, newest = seen["unreachable"]
+    assert newest > 8 and kept == set(range(2, newest + 1)), (
+        f"the bucket lacks them: every level-0 file since the first snapshot stays ({sorted(kept)}, newest {newest})")
+    left, control_newest = seen["control"]
+    assert control_newest > 8 and len(left) <= 2, f"control: retention removed the level-0 files ({sorted(left)} left)"
+    record("level-0 TXIDs kept, bucket unreachable / control", f"{len(kept)} / {len(left)}")
