@@ -10,12 +10,14 @@ real ``litestream restore``, each against the committed ids.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import sqlite3
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from ltxpool.remote import make_client, parse_key
@@ -28,7 +30,7 @@ from tests.support.helpers import run_ltxpool
 from tests.support.litestream_peer import LITESTREAM
 from tests.support.many_databases import Writers, create_database
 from tests.support.s3_faults import faulty_proxy
-from tests.support.s3_server import S3
+from tests.support.s3_server import S3, free_port
 
 
 def remote_config(source: Path, replicas: Path, s3: S3, prefix: str, endpoint: str | None = None,
@@ -91,17 +93,48 @@ def wait_shipped(s3: S3, prefix: str, source: Path, replicas: Path, databases: l
     eventually(caught_up, timeout=timeout, what="the bucket holding every replica's files", pool=pool)
 
 
+def assert_status_shows_the_remotes_caught_up(pool: Pool, committed: dict[Path, set[int]], source: Path,
+                                              replicas: Path, s3: S3) -> None:
+    """``status --config --remote``: per database, the bucket's objects, bytes, newest TXID, no lag."""
+    done = run_ltxpool("status", "--config", str(pool.config), "--remote", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = {row["replica"]: row["remote"] for row in json.loads(done.stdout)["databases"]}
+    for database in committed:
+        replica = replica_of(source, replicas, database)
+        remote = rows[replica]
+        held = s3.keys(remote_prefix("tenants", source, database) + "/")
+        objects = {key: size for key, size in held.items() if key.endswith(".ltx")}
+        assert remote["url"] == f"s3://{s3.bucket}/{remote_prefix('tenants', source, database)}"
+        assert (remote["objects"], remote["bytes"]) == (len(objects), sum(objects.values()))
+        assert remote["newest_txid"] == remote["local_txid"] and remote["newest_txid"] > 1
+        assert (remote["lag_txids"], remote["pending"], remote["lag_seconds"], remote["error"]) == (0, 0, 0.0, None)
+    text = run_ltxpool("status", "--config", str(pool.config), "--remote")
+    assert text.returncode == 0, text.stderr
+    assert len(re.findall(r"remote s3://\S+: \d+ objects, .* newest TXID \d+, behind local by 0 TXIDs, 0 files",
+                          text.stdout)) == 5, text.stdout
+
+
 def test_a_pool_ships_a_dir_entry_and_ltxpool_and_litestream_restore_the_bucket_to_the_committed_rows(
     tmp_path: Path, s3: S3,
 ) -> None:
     source, replicas = folders(tmp_path)
     committed = five_databases(source)
-    pool = Pool(tmp_path, [], extra_config=remote_config(source, replicas, s3, "tenants"))
+    port = free_port()
+    pool = Pool(tmp_path, [], extra_config=remote_config(source, replicas, s3, "tenants")
+                + f"\n[metrics]\nport = {port}\n")
     try:
         with Writers(list(committed), committed, pause=0.05):
             time.sleep(3)
         wait_restores(committed, source, replicas)
         wait_shipped(s3, "tenants", source, replicas, list(committed), pool)
+        assert_status_shows_the_remotes_caught_up(pool, committed, source, replicas, s3)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        shipped_objects = float(re.search(r"^ltxpool_remote_shipped_objects_total (\S+)$", metrics, re.M).group(1))
+        shipped_bytes = float(re.search(r"^ltxpool_remote_shipped_bytes_total (\S+)$", metrics, re.M).group(1))
+        assert shipped_objects >= 5 * 2 and shipped_bytes > 0
+        assert re.search(r"^ltxpool_remote_upload_failures_total 0\.0$", metrics, re.M)
+        assert re.search(r"^ltxpool_remote_lag_seconds 0\.0$", metrics, re.M)
+        assert re.search(r'^ltxpool_children\{role="shipper"\} 1\.0$', metrics, re.M)
         shipper = pool.pid_of("shipper")
         with open(f"/proc/{shipper}/comm") as comm:
             assert comm.read().strip() == "ltx:shipper"
@@ -248,8 +281,6 @@ def test_with_the_bucket_unreachable_local_retention_keeps_every_file_and_withou
     tmp_path: Path, s3: S3,
 ) -> None:
     """Control in the same run: the same pool without ``[databases.remote]`` removes level-0 files."""
-    from tests.support.s3_server import free_port
-
     runs = {}
     for name, remote in (("unreachable", True), ("control", False)):
         base = tmp_path / name
