@@ -11,7 +11,8 @@ For each, in turn, every ``[shipper] interval``:
   The owner id is the pool's (host, supervisor pid, a token drawn once by the
   supervisor), so a restarted shipper takes its own lease back at once, while a
   second pool, with another token, is refused. The lease is renewed at half its TTL
-  and released when the shipper stops.
+  (checked before every upload, so a long backlog does not outlast it) and released
+  when the shipper stops.
 * what the bucket holds is listed at first contact, after any error, and every
   ``relist_interval``; in between the shipper trusts its own record of it (it holds
   the lease: nobody else writes there), so an idle replica costs one ``lstat`` per
@@ -205,7 +206,13 @@ class _Shipper:
             prefix.held = {object_key(prefix.target, f.level, f.min_txid, f.max_txid): f.size
                            for listing in list_all(client, prefix.target).values() for f in listing.files}
             prefix.listed_at = now
-        report = ship_replica(replica, client, prefix.target, settings=self.settings.ship, held=prefix.held)
+        def before_upload(key: str) -> None:
+            # A long backlog outlasts the lease's TTL and the hang timeout: renew and report between files.
+            self._lease(prefix, client, time.time())
+            self.link.busy(f"shipping {prefix.target.display(key)}", replica=prefix.root)
+
+        report = ship_replica(replica, client, prefix.target, settings=self.settings.ship, held=prefix.held,
+                              before_upload=before_upload)
         held = set(report.held_local)
         if held != prefix.recorded:
             write_shipped(replica, held)

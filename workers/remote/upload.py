@@ -35,6 +35,7 @@ import functools
 import hashlib
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -250,7 +251,7 @@ def ship_file(
 
 def ship_replica(
     replica: Replica, client: Any, target: RemoteTarget, *, settings: ShipSettings = ShipSettings(),
-    held: dict[str, int] | None = None,
+    held: dict[str, int] | None = None, before_upload: Callable[[str], None] | None = None,
 ) -> ShipReport:
     """Upload every durable LTX file of ``replica`` the bucket lacks (see the module's notes).
 
@@ -261,7 +262,8 @@ def ship_replica(
     again, and each upload is added to it. A wrong guess costs nothing: uploads are
     conditional, and a key already there with our size counts as ours. A failed
     request (after retries) stops the ship with RemoteRequestError: what was
-    uploaded stays (and is in ``held``).
+    uploaded stays (and is in ``held``). ``before_upload(key)`` runs before each
+    upload: the shipper renews its lease there and tells the supervisor it is alive.
     """
     report = ShipReport()
     if held is None:
@@ -285,6 +287,8 @@ def ship_replica(
                     continue
                 if report.oldest_missing is None or f.mtime < report.oldest_missing:
                     report.oldest_missing = f.mtime
+                if before_upload is not None:
+                    before_upload(key)
                 try:
                     sent = ship_file(client, target, level, f, settings=settings, known_absent=True)
                 except CorruptLTXError as exc:
