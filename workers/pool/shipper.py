@@ -116,6 +116,10 @@ class _Prefix:
     refusal: str = ""
 
 
+class _Stopping(Exception):
+    """Raised between two uploads when the shipper is asked to stop."""
+
+
 class _Clients:
     """One boto3 client per store (endpoint, region, addressing), made in this process."""
 
@@ -173,6 +177,8 @@ class _Shipper:
         self.link.busy(f"shipping {prefix.root}", replica=prefix.root)
         try:
             self._ship(prefix, now)
+        except _Stopping:
+            prefix.held = None
         except (LeaseHeld, ConditionalWritesUnsupported) as exc:
             self._failed(prefix, exc, f"refusing to ship to {prefix.target.url}: {exc}")
         except LeaseLost as exc:
@@ -206,8 +212,12 @@ class _Shipper:
             prefix.held = {object_key(prefix.target, f.level, f.min_txid, f.max_txid): f.size
                            for listing in list_all(client, prefix.target).values() for f in listing.files}
             prefix.listed_at = now
+
         def before_upload(key: str) -> None:
-            # A long backlog outlasts the lease's TTL and the hang timeout: renew and report between files.
+            # A long backlog outlasts the lease's TTL and the hang timeout: renew and report between
+            # files; and a stop does not wait for the backlog (what is uploaded stays uploaded).
+            if self.link.stopping:
+                raise _Stopping
             self._lease(prefix, client, time.time())
             self.link.busy(f"shipping {prefix.target.display(key)}", replica=prefix.root)
 
@@ -225,7 +235,7 @@ class _Shipper:
             prefix.refusal = ""
         lag = max(now - report.oldest_missing, 0.0) if report.oldest_missing is not None else 0.0
         if report.uploaded:
-            log.info("%s: shipped %d files (%d bytes) to %s", escape(prefix.root), len(report.uploaded),
+            log.debug("%s: shipped %d files (%d bytes) to %s", escape(prefix.root), len(report.uploaded),
                      report.bytes_uploaded, prefix.target.url)
         for path, reason in report.conflicts:
             log.error("%s: not shipped, the bucket holds another object: %s: %s", escape(prefix.root),
