@@ -325,3 +325,51 @@ def test_with_the_bucket_unreachable_local_retention_keeps_every_file_and_withou
     left, control_newest = seen["control"]
     assert control_newest > 8 and len(left) <= 2, f"control: retention removed the level-0 files ({sorted(left)} left)"
     record("level-0 TXIDs kept, bucket unreachable / control", f"{len(kept)} / {len(left)}")
+
+
+def test_remote_retention_deletes_what_local_retention_deleted_and_the_bucket_still_restores(
+    tmp_path: Path, s3: S3,
+) -> None:
+    """Control in the same run: a pool that lists the bucket only hourly has deleted nothing there yet."""
+    runs = {}
+    for name, relist in (("pruned", 1), ("control", 3600)):
+        base = tmp_path / name
+        base.mkdir()
+        source, replicas = folders(base)
+        database = source / "app.db"
+        committed = {database: create_database(database, rows=1)}
+        extra = remote_config(source, replicas, s3, name, shipper=f"relist_interval = {relist}\n") + RETAIN_NOTHING
+        runs[name] = (Pool(base, [], extra_config=extra), source, replicas, database, committed)
+    writers = [Writers([database], committed, pause=0.05) for _, _, _, database, committed in runs.values()]
+
+    def level_zero_objects(name: str) -> int:
+        _, source, _, database, _ = runs[name]
+        return len(s3.keys(f"{remote_prefix(name, source, database)}/0000/"))
+
+    try:
+        for writer in writers:
+            writer.__enter__()
+        time.sleep(4)
+        for writer in writers:
+            writer.stop()
+        for _, source, replicas, _, committed in runs.values():
+            wait_restores(committed, source, replicas)
+        for name, (pool, source, replicas, database, _) in runs.items():
+            wait_shipped(s3, name, source, replicas, [database], pool)
+        eventually(lambda: level_zero_objects("pruned") <= 2, timeout=20,
+                   what="remote retention of the level-0 objects", pool=runs["pruned"][0])
+        runs["pruned"][0].wait_for(r"remote retention deleted \d+ objects from s3://")
+        for pool, *_ in runs.values():
+            assert pool.stop() == 0
+    finally:
+        for writer in writers:
+            writer.stop()
+        for pool, *_ in runs.values():
+            pool.kill()
+    assert level_zero_objects("control") > 8, "control: the bucket kept every level-0 object"
+    for name, (_, source, replicas, database, committed) in runs.items():
+        where = remote_prefix(name, source, database)
+        assert restored_from_bucket(s3, where, tmp_path / f"{name}.db") == committed[database], name
+        assert_no_partial_object(s3, name, source, replicas, [database])
+    record("remote level-0 objects after retention / control",
+           f"{level_zero_objects('pruned')} / {level_zero_objects('control')}")

@@ -22,6 +22,8 @@ For each, in turn, every ``[shipper] interval``:
   explains why: ``ltxpool.replica.janitor_memory``).
 * ``ship_replica`` uploads what is durable locally and absent remotely: snapshots
   first, each level oldest first, complete objects only.
+* with each full listing, remote retention (``prune_remote``): the bucket deletes what
+  local retention deleted and its own restore chain does not need.
 * the files the bucket then holds go into ``<replica>/.ltxpool-remote/shipped``
   (``ltxpool.replica.shipped``), fsynced, which the janitor's retention obeys: a file
   not in it is never deleted locally.
@@ -59,6 +61,7 @@ from ltxpool.remote import (
     list_all,
     make_client,
     object_key,
+    prune_remote,
     release_lease,
     renew_lease,
     ship_replica,
@@ -172,6 +175,19 @@ class _Shipper:
         elif prefix.lease.expires - now < ttl / 2:
             prefix.lease = renew_lease(client, prefix.lease, ttl=ttl)
 
+    def _prune(self, prefix: _Prefix, client: Any, held: set[tuple[int, int, int, int]], now: float) -> None:
+        """Remote retention, with each full listing (rarely): delete what local retention deleted
+        and the bucket's own restore chain does not need (``prune_remote``)."""
+        local = _local(held)
+        deleted = prune_remote(client, prefix.target, self.config.janitor.retention, now,
+                               keep=lambda f: (f.level, f.min_txid, f.max_txid) in local)
+        for key in deleted:
+            assert prefix.held is not None
+            prefix.held.pop(key, None)
+        if deleted:
+            log.info("%s: remote retention deleted %d objects from %s", escape(prefix.root), len(deleted),
+                     prefix.target.url)
+
     def visit(self, prefix: _Prefix, now: float) -> None:
         """One pass over one replica; failures are logged, reported and backed off."""
         self.link.busy(f"shipping {prefix.root}", replica=prefix.root)
@@ -208,6 +224,7 @@ class _Shipper:
             prefix.held = None
         if prefix.held is not None and stamps is not None and stamps == prefix.stamps:
             return  # nothing changed locally since a complete pass: nothing to ship
+        relisted = prefix.held is None
         if prefix.held is None:
             prefix.held = {object_key(prefix.target, f.level, f.min_txid, f.max_txid): f.size
                            for listing in list_all(client, prefix.target).values() for f in listing.files}
@@ -227,6 +244,8 @@ class _Shipper:
         if held != prefix.recorded:
             write_shipped(replica, held)
             prefix.recorded = held
+        if relisted and not report.conflicts:
+            self._prune(prefix, client, held, now)
         pending = len(report.corrupt) + len(report.conflicts)
         prefix.stamps = stamps
         prefix.failures = 0
@@ -241,6 +260,10 @@ class _Shipper:
             log.error("%s: not shipped, the bucket holds another object: %s: %s", escape(prefix.root),
                       escape(path), reason)
         self.link.send(Shipped(prefix.root, len(report.uploaded), report.bytes_uploaded, lag, pending))
+
+
+def _local(held: set[tuple[int, int, int, int]]) -> set[tuple[int, int, int]]:
+    return {(level, low, high) for level, low, high, _ in held}
 
 
 def shipper_main(link: ChildLink, config: PoolConfig, token: str) -> None:
