@@ -47,6 +47,7 @@ from ltxpool.display import escape, one_line
 from ltxpool.errors import LtxpoolError
 from ltxpool.pool.child import ChildLink
 from ltxpool.pool.config import PoolConfig
+from ltxpool.pool.errors import ShipperStopping
 from ltxpool.pool.events import ShipFailed, Shipped
 from ltxpool.pool.replicas import remote_replicas
 from ltxpool.remote import (
@@ -119,10 +120,6 @@ class _Prefix:
     refusal: str = ""
 
 
-class _Stopping(Exception):
-    """Raised between two uploads when the shipper is asked to stop."""
-
-
 class _Clients:
     """One boto3 client per store (endpoint, region, addressing), made in this process."""
 
@@ -193,7 +190,7 @@ class _Shipper:
         self.link.busy(f"shipping {prefix.root}", replica=prefix.root)
         try:
             self._ship(prefix, now)
-        except _Stopping:
+        except ShipperStopping:
             prefix.held = None
         except (LeaseHeld, ConditionalWritesUnsupported) as exc:
             self._failed(prefix, exc, f"refusing to ship to {prefix.target.url}: {exc}")
@@ -234,7 +231,7 @@ class _Shipper:
             # A long backlog outlasts the lease's TTL and the hang timeout: renew and report between
             # files; and a stop does not wait for the backlog (what is uploaded stays uploaded).
             if self.link.stopping:
-                raise _Stopping
+                raise ShipperStopping
             self._lease(prefix, client, time.time())
             self.link.busy(f"shipping {prefix.target.display(key)}", replica=prefix.root)
 
