@@ -144,7 +144,7 @@ def test_an_exception_between_parts_aborts_the_upload_and_leaves_no_object(tmp_p
     with pytest.raises(KeyboardInterrupt):
         ship_file(client, target, 9, snapshot, settings=SMALL_PARTS)
     key = object_key(target, 9, snapshot.min_txid, snapshot.max_txid)
-    assert parts == [1]
+    assert len(parts) == 1, "one part went up (parts are sent several at a time: any one of them)"
     assert key not in s3.keys("db/")
     assert not make_client(target).list_multipart_uploads(Bucket=s3.bucket).get("Uploads"), "aborted"
     assert ship_file(make_client(target), target, 9, snapshot, settings=SMALL_PARTS) == snapshot.size

@@ -23,8 +23,9 @@ HOMES = [ltxpool.errors, ltxpool.locks.errors, ltxpool.ltx.errors, ltxpool.repli
          ltxpool.remote.errors, ltxpool.replicate.errors, ltxpool.discovery.errors, ltxpool.pool.errors]
 # The few that are not path errors: internal to the codec (turned into CorruptLTXError),
 # the WAL parser's (the caller names the file), the supervisor giving up on a child, and
-# the remote layer's "this answer broke off, try again" (turned into RemoteRequestError).
-NOT_ROOTED = {"VarintError", "PayloadError", "WalFormatError", "CrashLoop", "ShortResponse"}
+# the remote layer's "this answer broke off, try again" (turned into RemoteRequestError), and
+# the shipper's "stop between two uploads" (never leaves the shipper).
+NOT_ROOTED = {"VarintError", "PayloadError", "WalFormatError", "CrashLoop", "ShortResponse", "ShipperStopping"}
 ARGS = {
     "LockTimeout": ("/r/ltx/0", "writing", 0.25, (Holder(4242, 65534, "nobody", "python3", 1, "READ"),)),
     "ClaimHeld": ("/r/ltx/1/.ltxpool.claim", "claim", (Holder(4242, 0, "root", "sleep\x1b", 1, "WRITE"),)),
@@ -34,6 +35,7 @@ ARGS = {
     "WalFormatError": ("bad header",),
     "CrashLoop": ("worker-1", 6, 60.0, "ValueError: x"),
     "ShortResponse": ("response cut short: 3 of 9 bytes",),
+    "ShipperStopping": (),
     "LeaseHeld": ("s3://b/db/.ltxpool-lease", "acquire lease", None, "held by h:1:t", "h:1:t"),
 }
 

@@ -18,6 +18,7 @@ from ltxpool.pool.config import (
     with_overrides,
 )
 from ltxpool.pool.errors import ConfigError
+from ltxpool.remote import RemoteTarget
 
 
 def documented_example() -> str:
@@ -38,8 +39,11 @@ def test_the_documented_example_parses_to_its_values(tmp_path: Path) -> None:
     assert config.restart.crash_loop_restarts == 5 and config.restart.hang_timeout == 900.0
     assert config.databases == (
         DatabaseFile("/srv/app/app.db", "/srv/ltx/app", 1.0),
-        DatabaseDir("/srv/tenants", "/srv/ltx/tenants", "*.db", True, 1.0),
+        DatabaseDir("/srv/tenants", "/srv/ltx/tenants", "*.db", True, 1.0,
+                    RemoteTarget("bucket", "tenants", "http://127.0.0.1:9000", "us-east-1", True)),
     )
+    assert (config.shipper.interval, config.shipper.relist_interval, config.shipper.lease_ttl,
+            config.shipper.backoff_max) == (1.0, 3600.0, 120.0, 300.0)
 
 
 def test_an_empty_file_is_the_defaults() -> None:
@@ -170,3 +174,69 @@ def test_relative_database_paths_are_under_the_files_directory(tmp_path: Path) -
     path.write_text('[[databases]]\ndir = "tenants"\nreplica_root = "ltx"\ninterval = 2\n')
     assert load_config(str(path)).databases == (
         DatabaseDir(str(tmp_path / "tenants"), str(tmp_path / "ltx"), "*.db", False, 2.0),)
+
+
+REMOTE_DIR = """
+[[databases]]
+dir = "/srv/tenants"
+replica_root = "/srv/ltx"
+
+[databases.remote]
+url = "s3://bucket/tenants"
+endpoint = "http://127.0.0.1:9000"
+
+[[databases]]
+path = "/srv/app/app.db"
+replica = "/srv/ltx-app"
+"""
+
+
+def test_a_remote_table_belongs_to_the_entry_just_above_it_and_maps_each_database_to_its_own_prefix() -> None:
+    from ltxpool.discovery import remote_for
+
+    config = parse_config(tomllib.loads(REMOTE_DIR))
+    folder, single = config.databases
+    assert isinstance(folder, DatabaseDir) and isinstance(single, DatabaseFile)
+    assert folder.remote == RemoteTarget("bucket", "tenants", "http://127.0.0.1:9000", "us-east-1", True)
+    assert single.remote is None
+    # The local replica's mapping: <prefix>/<path relative to dir>.
+    assert remote_for(folder, "/srv/tenants/a/b.db") == RemoteTarget(
+        "bucket", "tenants/a/b.db", "http://127.0.0.1:9000", "us-east-1", True)
+    with_remote = parse_config(tomllib.loads(REMOTE_DIR.replace('replica = "/srv/ltx-app"\n',
+                                                                'replica = "/srv/ltx-app"\nremote = { url = "s3://b/app" }\n')))
+    assert remote_for(with_remote.databases[1], "/srv/app/app.db") == RemoteTarget("b", "app")
+
+
+@pytest.mark.parametrize(
+    ("remote", "key", "reason"),
+    [
+        ('url = "http://bucket/x"', "databases[0].remote.url", "must be an s3://bucket/prefix URL"),
+        ('url = "s3://bucket"', "databases[0].remote.url", "needs a prefix after the bucket"),
+        ('endpoint = "http://h:9000"', "databases[0].remote.url", "is required"),
+        ('url = "s3://b/p"\nsecret_access_key = "x"', "databases[0].remote.secret_access_key",
+         "credentials are never read from the config"),
+        ('url = "s3://b/p"\nendpoint = "http://key:secret@h:9000"', "databases[0].remote.endpoint",
+         "must not hold credentials"),
+        ('url = "s3://b/p"\nbucket = "x"', "databases[0].remote.bucket", "unknown key"),
+    ],
+)
+def test_a_bad_remote_is_refused_with_its_dotted_key_and_never_echoes_a_secret(
+    remote: str, key: str, reason: str,
+) -> None:
+    text = f'[[databases]]\ndir = "/srv/t"\nreplica_root = "/srv/l"\n[databases.remote]\n{remote}\n'
+    with pytest.raises(ConfigError) as raised:
+        parse_config(tomllib.loads(text), "/etc/ltxpool.toml")
+    assert raised.value.step == key and reason in raised.value.reason
+    assert raised.value.path == "/etc/ltxpool.toml"
+    assert "secret" not in str(raised.value).replace("secret_access_key", "")
+
+
+def test_shipper_settings_are_checked() -> None:
+    config = parse_config(tomllib.loads("[shipper]\ninterval = 0.5\nmultipart_threshold = 1024\npart_size = 5242880"))
+    assert config.shipper.interval == 0.5 and config.shipper.ship.multipart_threshold == 1024
+    with pytest.raises(ConfigError) as raised:
+        parse_config(tomllib.loads("[shipper]\npart_size = 1024"))
+    assert raised.value.step == "shipper.part_size" and "at least 5242880" in raised.value.reason
+    with pytest.raises(ConfigError) as raised:
+        parse_config(tomllib.loads("[shipper]\nspeed = 1"))
+    assert raised.value.step == "shipper.speed"

@@ -16,6 +16,8 @@ from prometheus_client.registry import Collector
 from ltxpool.cli.argtypes import positive_int, seconds
 from ltxpool.display import escape
 from ltxpool.pool.config import PoolConfig, load_config
+from ltxpool.pool.remote_status import remote_status
+from ltxpool.pool.replicas import remote_replicas
 from ltxpool.pool.resources import PoolResources, find_pools, resources_document
 from ltxpool.pool.status import UNREADABLE, DatabaseStatus, database_statuses, redo_deep, worst_first
 from ltxpool.pool.status_report import (
@@ -60,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shown.add_argument("--all", action="store_true", help="every database in the table")
     parser.add_argument("--per-database", action="store_true",
                         help="--prometheus: also one series per database (lag, TXID, failing)")
+    parser.add_argument("--remote", action="store_true",
+                        help="with --config: list each database's bucket prefix too (objects, bytes, newest TXID, "
+                             "lag behind local); one listing per database with a remote")
     parser.add_argument("--deep", action="store_true",
                         help="also check each shown database's restore chain and ladder cost (reads LTX headers)")
 
@@ -97,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
     shown = databases if databases is None or args.all or args.json else databases[:args.top]
     if args.deep and shown:
         redo_deep(shown, now, foreign_temp_age)
+    if args.remote and shown:
+        remotes = remote_replicas(config)
+        for status in shown:
+            if status.replica in remotes:
+                status.remote = remote_status(status.replica, remotes[status.replica], now=now)
     if args.prometheus:
         registry = CollectorRegistry()
         registry.register(_Snapshot(statuses, databases, args.per_database))

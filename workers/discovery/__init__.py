@@ -14,6 +14,7 @@ from ltxpool.discovery.entries import (
     Target,
     database_folders,
     owner_of,
+    remote_for,
     replica_for,
 )
 from ltxpool.discovery.errors import DiscoveryError
@@ -38,6 +39,7 @@ __all__ = [
     "is_sqlite_database",
     "needed_watches",
     "owner_of",
+    "remote_for",
     "replica_for",
     "scan",
 ]

@@ -10,18 +10,25 @@ Two kinds of entry, as in Litestream's config:
   tool's replica tree is the other's.
 
 A :class:`Target` is one database the pool replicates, found by discovery
-(``ltxpool.discovery.scan``): the database, its replica, its step interval.
+(``ltxpool.discovery.scan``): the database, its replica, its step interval, and its
+off-host copy if the entry has a ``[databases.remote]`` table (#16): for a ``path``
+entry the table's own prefix, for a ``dir`` entry ``<prefix>/<path relative to dir>``
+(``remote_for``), the mapping of the local replicas, so each database gets a prefix
+of its own and one bucket holds the whole tree as ``replica_root`` does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from ltxpool.remote import RemoteTarget
 
 __all__ = ["DatabaseFile", "DatabaseDir", "DatabaseEntry", "Target", "DEFAULT_INTERVAL", "DEFAULT_PATTERN",
-           "SIDE_FILE_SUFFIXES", "replica_for", "owner_of",
+           "SIDE_FILE_SUFFIXES", "replica_for", "remote_for", "owner_of",
            "database_folders"]
 
 #: Seconds between two replication steps of one database that keeps changing.
@@ -38,6 +45,8 @@ class DatabaseFile:
     path: str
     replica: str
     interval: float = DEFAULT_INTERVAL
+    #: ``[databases.remote]``: the bucket and prefix its replica is shipped to (None: none).
+    remote: RemoteTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,8 @@ class DatabaseDir:
     pattern: str = DEFAULT_PATTERN
     recursive: bool = False
     interval: float = DEFAULT_INTERVAL
+    #: ``[databases.remote]``: each database's replica goes to ``<prefix>/<path relative to dir>``.
+    remote: RemoteTarget | None = None
 
 
 DatabaseEntry = DatabaseFile | DatabaseDir
@@ -61,14 +72,29 @@ class Target:
     database: str
     replica: str
     interval: float = DEFAULT_INTERVAL
+    # Not compared: two targets of one database and replica are one target (ordering stays total).
+    remote: RemoteTarget | None = field(default=None, compare=False)
+
+
+def _relative(entry: DatabaseDir, database: str) -> str:
+    relative = os.path.relpath(database, entry.dir)
+    if relative.startswith(os.pardir + os.sep) or relative == os.pardir or os.path.isabs(relative):
+        raise ValueError(f"{database} is not under {entry.dir}")
+    return relative
 
 
 def replica_for(entry: DatabaseDir, database: str) -> str:
     """The replica of ``database`` (a path under ``entry.dir``): same relative path under ``replica_root``."""
-    relative = os.path.relpath(database, entry.dir)
-    if relative.startswith(os.pardir + os.sep) or relative == os.pardir or os.path.isabs(relative):
-        raise ValueError(f"{database} is not under {entry.dir}")
-    return os.path.join(entry.replica_root, relative)
+    return os.path.join(entry.replica_root, _relative(entry, database))
+
+
+def remote_for(entry: DatabaseEntry, database: str) -> RemoteTarget | None:
+    """The off-host copy of ``database`` of ``entry``: a ``dir`` entry's databases each get
+    ``<prefix>/<path relative to dir>`` (``/srv/tenants/a/b.db`` -> ``s3://bucket/prefix/a/b.db``)."""
+    if entry.remote is None or isinstance(entry, DatabaseFile):
+        return entry.remote
+    relative = _relative(entry, database).replace(os.sep, "/")
+    return dataclasses.replace(entry.remote, prefix=f"{entry.remote.prefix}/{relative}")
 
 
 def owner_of(database: str, workers: int) -> int:

@@ -26,7 +26,15 @@ import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
 
-from ltxpool.discovery.entries import SIDE_FILE_SUFFIXES, DatabaseDir, DatabaseEntry, DatabaseFile, Target, replica_for
+from ltxpool.discovery.entries import (
+    SIDE_FILE_SUFFIXES,
+    DatabaseDir,
+    DatabaseEntry,
+    DatabaseFile,
+    Target,
+    remote_for,
+    replica_for,
+)
 from ltxpool.display import escape
 
 __all__ = ["SQLITE_HEADER", "is_sqlite_database", "matches", "scan", "scan_dir",
@@ -145,7 +153,7 @@ def _scan_dir(entry: DatabaseDir, on_folder: OnFolder | None, keep: Keep | None)
             if not is_database_at(path):
                 log.debug("%s: not a SQLite database (yet); ignored", escape(path))
                 continue
-            found[path] = Target(path, replica_for(entry, path), entry.interval)
+            found[path] = Target(path, replica_for(entry, path), entry.interval, remote_for(entry, path))
     return found
 
 
@@ -164,7 +172,7 @@ def scan_entries(entries: Sequence[DatabaseEntry], *, on_folder: OnFolder | None
                 on_folder(os.path.dirname(entry.path))
             if (entry.path not in found and (keep is None or keep(entry.path))
                     and is_sqlite_database(entry.path)):
-                found[entry.path] = Target(entry.path, entry.replica, entry.interval)
+                found[entry.path] = Target(entry.path, entry.replica, entry.interval, entry.remote)
             continue
         for path, target in _scan_dir(entry, on_folder, keep).items():
             found.setdefault(path, target)
@@ -183,9 +191,9 @@ def claim(entries: Sequence[DatabaseEntry], path: str) -> tuple[DatabaseEntry, T
     for entry in entries:
         if isinstance(entry, DatabaseFile):
             if entry.path == path:
-                return entry, Target(path, entry.replica, entry.interval)
+                return entry, Target(path, entry.replica, entry.interval, entry.remote)
         elif matches(entry, name) and (folder == entry.dir or (entry.recursive and _under(folder, entry.dir))):
-            return entry, Target(path, replica_for(entry, path), entry.interval)
+            return entry, Target(path, replica_for(entry, path), entry.interval, remote_for(entry, path))
     return None
 
 

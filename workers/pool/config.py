@@ -27,6 +27,17 @@ Example (every key optional; replicas, here or on the command line, or databases
     recursive = true
     replica_root = "/srv/ltx/tenants"   # /srv/tenants/a/b.db -> /srv/ltx/tenants/a/b.db/
 
+    [databases.remote]             # optional, for the entry just above: shipped off-host (#16)
+    url = "s3://bucket/tenants"    # /srv/tenants/a/b.db -> s3://bucket/tenants/a/b.db/0000/...
+    endpoint = "http://127.0.0.1:9000"   # optional (AWS when absent); region, force_path_style too
+                                   # credentials: environment, shared credentials file, instance role
+
+    [shipper]                      # the pool's one shipper process (only with a remote)
+    interval = 1.0                 # how often it looks for new durable files
+    relist_interval = 3600         # a full listing of each prefix this often (and at start, after errors)
+    lease_ttl = 120                # the prefix's lease; renewed at half of it
+    backoff_max = 300              # a failing replica is retried after 1, 2, 4 ... up to this many seconds
+
     [discovery]
     rescan_interval = 300          # full scan of the entries, in case a change event was missed
 
@@ -76,6 +87,15 @@ from typing import Any
 from ltxpool.discovery.entries import DEFAULT_INTERVAL, DEFAULT_PATTERN, DatabaseDir, DatabaseEntry, DatabaseFile
 from ltxpool.pool.errors import ConfigError
 from ltxpool.pool.watcher import RestartPolicy
+from ltxpool.remote import (
+    DEFAULT_TTL,
+    MULTIPART_THRESHOLD,
+    PART_SIZE,
+    RemoteConfigError,
+    RemoteTarget,
+    ShipSettings,
+    parse_remote,
+)
 from ltxpool.replica.compactor import CompactionSettings
 from ltxpool.replica.errors import UnsafeRootError
 from ltxpool.replica.janitor import JanitorSettings
@@ -85,6 +105,7 @@ from ltxpool.replica.roots import check_root
 
 __all__ = [
     "PoolConfig",
+    "ShipperSettings",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "load_config",
@@ -129,6 +150,19 @@ class PoolConfig:
     metrics_per_database: bool = False
     #: Diagnostic: read the mount table from this file instead of /proc/self/mountinfo.
     mount_table: str | None = None
+    shipper: ShipperSettings = field(default_factory=lambda: ShipperSettings())
+
+
+@dataclass(frozen=True)
+class ShipperSettings:
+    """``[shipper]``: how the pool's shipper works through the replicas that have a remote."""
+
+    interval: float = 1.0
+    relist_interval: float = 3600.0
+    lease_ttl: float = DEFAULT_TTL
+    backoff_max: float = 300.0
+    #: Test-only knobs (``multipart_threshold``, ``part_size``): S3's limits still apply.
+    ship: ShipSettings = field(default_factory=ShipSettings)
 
 
 class _Reader:
@@ -265,8 +299,25 @@ def _database_entry(entry: _Reader, base: str) -> DatabaseEntry:
             raise entry.fail("pattern", f"matches file names, so it holds no '/': {pattern!r}")
         recursive = entry.take("recursive", _boolean, False)
         made = DatabaseDir(directory, replica_root, pattern, recursive, interval)
+    if "remote" in entry.table:
+        made = dataclasses.replace(made, remote=_remote(f"{entry.prefix}remote", entry.table.pop("remote")))
     entry.done()
     return made
+
+
+def _remote(key: str, value: Any) -> RemoteTarget:
+    """``[databases.remote]``, checked by the remote layer; its error becomes ours, same dotted key."""
+    try:
+        return parse_remote(value, key)
+    except RemoteConfigError as exc:
+        raise ConfigError("", exc.step, None, exc.reason) from None
+
+
+def _ship_settings(threshold: int, part_size: int) -> ShipSettings:
+    try:
+        return ShipSettings(multipart_threshold=threshold, part_size=part_size)
+    except ValueError as exc:
+        raise ConfigError("", "shipper.part_size", None, str(exc)) from None
 
 
 def _sourced(source: str, parse: Callable[[], PoolConfig]) -> PoolConfig:
@@ -339,6 +390,18 @@ def _parse(top: _Reader, base: str) -> PoolConfig:
     metrics_address = metrics.take("address", _string, defaults.metrics_address)
     metrics_per_database = metrics.take("per_database", _boolean, defaults.metrics_per_database)
     metrics.done()
+
+    shipper = top.section("shipper")
+    shipping = defaults.shipper
+    shipping = ShipperSettings(
+        interval=shipper.take("interval", positive, shipping.interval),
+        relist_interval=shipper.take("relist_interval", positive, shipping.relist_interval),
+        lease_ttl=shipper.take("lease_ttl", _number(5.0), shipping.lease_ttl),
+        backoff_max=shipper.take("backoff_max", positive, shipping.backoff_max),
+        ship=_ship_settings(shipper.take("multipart_threshold", _integer(1), MULTIPART_THRESHOLD),
+                            shipper.take("part_size", _integer(1), PART_SIZE)),
+    )
+    shipper.done()
     top.done()
 
     return PoolConfig(
@@ -365,6 +428,7 @@ def _parse(top: _Reader, base: str) -> PoolConfig:
         metrics_port=metrics_port,
         metrics_address=metrics_address,
         metrics_per_database=metrics_per_database,
+        shipper=shipping,
     )
 
 

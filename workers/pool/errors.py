@@ -11,7 +11,7 @@ from typing import Any
 
 from ltxpool.errors import LtxpoolError
 
-__all__ = ["ConfigError", "CrashLoop", "MountTableError", "NetworkFilesystemError", "SpawnError"]
+__all__ = ["ConfigError", "CrashLoop", "MountTableError", "NetworkFilesystemError", "ShipperStopping", "SpawnError"]
 
 
 class ConfigError(LtxpoolError):
@@ -49,3 +49,8 @@ class CrashLoop(Exception):
 
     def __str__(self) -> str:
         return f"{self.name} crashed {self.crashes} times within {self.window:g} s (last: {self.last})"
+
+
+class ShipperStopping(Exception):
+    """Internal to the shipper: raised between two uploads when it is asked to stop (SIGTERM), so a
+    stop does not wait for a backlog. Never leaves the shipper; what was uploaded stays uploaded."""

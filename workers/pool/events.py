@@ -26,6 +26,8 @@ __all__ = [
     "JanitorReported",
     "JanitorRound",
     "JanitorFailed",
+    "Shipped",
+    "ShipFailed",
     "Crashed",
 ]
 
@@ -131,6 +133,28 @@ class JanitorFailed:
 
 
 @dataclass(frozen=True)
+class Shipped:
+    """The shipper's pass over one replica with a remote: ``objects`` uploaded (``bytes``);
+    ``lag``: seconds from the oldest local file the bucket lacked being durable to this
+    pass (0: it lacked none); ``pending``: local files still not in the bucket after it."""
+
+    replica: str
+    objects: int
+    bytes: int
+    lag: float
+    pending: int
+
+
+@dataclass(frozen=True)
+class ShipFailed:
+    """The shipper's pass over ``replica`` failed or was refused (another pool's lease, a store
+    without conditional writes); it retries with backoff."""
+
+    replica: str
+    error: BaseException
+
+
+@dataclass(frozen=True)
 class Crashed:
     """The role function raised unexpectedly: ``line`` is ``TYPE: message``; exit 1 follows."""
 
@@ -138,4 +162,4 @@ class Crashed:
 
 
 Event = (Heartbeat | Idle | Busy | Compacted | CompactionFailed | Replicated | ReplicationFailed | DatabasesKnown
-         | JanitorReported | JanitorRound | JanitorFailed | Crashed)
+         | JanitorReported | JanitorRound | JanitorFailed | Shipped | ShipFailed | Crashed)

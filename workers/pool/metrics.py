@@ -30,6 +30,8 @@ from ltxpool.pool.events import (
     JanitorRound,
     Replicated,
     ReplicationFailed,
+    ShipFailed,
+    Shipped,
 )
 from ltxpool.pool.metrics_server import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, MetricsServer, is_loopback
 from ltxpool.pool.status_report import DatabaseCollector
@@ -98,6 +100,14 @@ class PoolMetrics:
                                            registry=r)
         self.janitor_failures = Counter("ltxpool_janitor_failures", "Janitor passes that raised an error",
                                         ["replica"], registry=r)
+        self.shipped = Counter("ltxpool_remote_shipped_objects", "LTX files uploaded to the remotes", registry=r)
+        self.shipped_bytes = Counter("ltxpool_remote_shipped_bytes", "Bytes uploaded to the remotes", registry=r)
+        self.ship_failures = Counter("ltxpool_remote_upload_failures",
+                                     "Shipper passes over a replica that failed or were refused", registry=r)
+        self.remote_lag = Gauge("ltxpool_remote_lag_seconds", "The largest remote lag: seconds since the oldest "
+                                "local file some bucket lacks became durable (0: every bucket is up to date)",
+                                registry=r)
+        self._lags: dict[str, float] = {}
         self.restarts = Counter("ltxpool_child_restarts", "Children restarted after a crash or a hang",
                                 ["role"], registry=r)
         self.hang_kills = Counter("ltxpool_child_hang_kills", "Children killed for hanging past hang_timeout",
@@ -127,6 +137,14 @@ class PoolMetrics:
             self.replication_lag.observe(event.lag)
         elif isinstance(event, ReplicationFailed):
             self.replication_failures.inc()
+        elif isinstance(event, Shipped):
+            self.shipped.inc(event.objects)
+            self.shipped_bytes.inc(event.bytes)
+            # The lag of a pass that left nothing pending is over once the pass is.
+            self._lags[event.replica] = event.lag if event.pending else 0.0
+            self.remote_lag.set(max(self._lags.values(), default=0.0))
+        elif isinstance(event, ShipFailed):
+            self.ship_failures.inc()
         elif isinstance(event, DatabasesKnown):
             self._shares[event.worker] = event
             self.databases.set(sum(share.databases for share in self._shares.values()))

@@ -9,6 +9,10 @@ holds nothing to clean. No file is read to find them: one ``scandir`` per folder
 one ``lstat`` per matching name (its replica directory) -- a name that matches but is
 no database has no replica. Beyond that the janitor pays one ``lstat`` per level
 directory of an unchanged replica (``ltxpool.replica.janitor_memory``).
+
+``remote_replicas``: the same replicas, those whose entry has a ``[databases.remote]``,
+each with its own prefix (``ltxpool.discovery.remote_for``): what the shipper ships and
+what the janitor's retention must not delete before the bucket holds it.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ import os
 import stat
 from collections.abc import Iterator
 
-from ltxpool.discovery import DatabaseFile, replica_for
+from ltxpool.discovery import DatabaseFile, remote_for, replica_for
 from ltxpool.discovery.scan import matches, walk
 from ltxpool.pool.config import PoolConfig
+from ltxpool.remote import RemoteTarget
 
-__all__ = ["replica_roots"]
+__all__ = ["replica_roots", "remote_replicas"]
 
 
 def _is_directory(path: str) -> bool:
@@ -33,24 +38,36 @@ def _is_directory(path: str) -> bool:
         return False
 
 
-def _candidates(config: PoolConfig) -> Iterator[str]:
-    """The replica of every file the entries' names match now, without reading any file:
-    a matching file that is no database has no replica directory, and is skipped by that."""
+def _candidates(config: PoolConfig, *, remote_only: bool = False) -> Iterator[tuple[str, RemoteTarget | None]]:
+    """The replica (and remote) of every file the entries' names match now, without reading any
+    file: a matching file that is no database has no replica directory, and is skipped by that."""
     for entry in config.databases:
+        if remote_only and entry.remote is None:
+            continue
         if isinstance(entry, DatabaseFile):
-            yield entry.replica
+            yield entry.replica, entry.remote
             continue
         for folder, names in walk(entry.dir, entry.recursive, functools.partial(matches, entry)):
             for name in names:
-                yield replica_for(entry, os.path.join(folder, name))
+                path = os.path.join(folder, name)
+                yield replica_for(entry, path), remote_for(entry, path)
 
 
 def replica_roots(config: PoolConfig) -> list[str]:
     """``config.replicas``, then the existing replica of every database the entries match now; each once."""
     roots = list(config.replicas)
     seen = set(roots)
-    for replica in sorted(_candidates(config)):
+    for replica, _ in sorted(_candidates(config), key=lambda item: item[0]):
         if replica not in seen and _is_directory(replica):
             seen.add(replica)
             roots.append(replica)
     return roots
+
+
+def remote_replicas(config: PoolConfig) -> dict[str, RemoteTarget]:
+    """Every existing replica whose entry ships it off-host, and its target; the first entry wins."""
+    found: dict[str, RemoteTarget] = {}
+    for replica, remote in sorted(_candidates(config, remote_only=True), key=lambda item: item[0]):
+        if remote is not None and replica not in found and _is_directory(replica):
+            found[replica] = remote
+    return found

@@ -48,7 +48,7 @@ from ltxpool.pool.events import (
     Replicated,
     ReplicationFailed,
 )
-from ltxpool.pool.replicas import replica_roots
+from ltxpool.pool.replicas import remote_replicas, replica_roots
 from ltxpool.pool.replication import QueuedDatabase
 from ltxpool.pool.schedule import ReplicaSchedule
 from ltxpool.pool.share import DatabaseShare
@@ -57,6 +57,7 @@ from ltxpool.replica.janitor import JanitorReport, janitor_pass
 from ltxpool.replica.janitor_memory import JanitorMemory
 from ltxpool.replica.layout import Replica
 from ltxpool.replica.problem_summary import SkipLog
+from ltxpool.replica.shipped import read_shipped
 
 __all__ = ["worker_main", "janitor_main"]
 
@@ -232,6 +233,8 @@ def janitor_main(link: ChildLink, config: PoolConfig, held_off: Mapping[str, flo
         started = time.monotonic()
         link.busy("looking for changed replicas")
         roots = replica_roots(config)
+        # Read each round: a replica whose entry gained a remote keeps its files from now on.
+        shipped_off = remote_replicas(config) if any(entry.remote for entry in config.databases) else {}
         # A replica no longer looked after takes what was known of it along.
         memory.keep_only(roots)
         verified.keep_only(roots)
@@ -256,7 +259,9 @@ def janitor_main(link: ChildLink, config: PoolConfig, held_off: Mapping[str, flo
                 break
             link.busy(f"cleaning {replica.root}", replica=replica.root)
             try:
-                report = janitor_pass(replica, config.janitor, time.time(), verified.of(replica))
+                # Local retention never deletes a file the bucket does not hold yet (#16).
+                shipped = read_shipped(replica) if replica.root in shipped_off else None
+                report = janitor_pass(replica, config.janitor, time.time(), verified.of(replica), shipped)
                 verified.prune_if_grown(replica)
             except (LtxpoolError, OSError) as exc:
                 memory.forget(replica.root)

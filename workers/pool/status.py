@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from ltxpool.discovery import DatabaseDir, DatabaseEntry, DatabaseFile, Target, scan
 from ltxpool.errors import LtxpoolError
 from ltxpool.locks.holders import LockTable
+from ltxpool.pool.remote_status import RemoteStatus
 from ltxpool.replica.janitor import DEFAULT_FOREIGN_TEMP_AGE
 from ltxpool.replica.layout import STATE_DIR, Replica
 from ltxpool.replica.status import ReplicaStatus, guarded_status
@@ -84,6 +85,8 @@ class DatabaseStatus:
     error_since: float | None = None
     #: Why it is "source gone", or why it is unreadable.
     note: str | None = None
+    #: Its off-host copy (``status --remote``, for a database with a remote); None: not asked or none.
+    remote: RemoteStatus | None = None
 
     @property
     def orphans(self) -> int:

@@ -101,9 +101,22 @@ def format_databases(statuses: Sequence[DatabaseStatus], total: int, now: float)
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS) - 1)]
     lines = ["  ".join([*(cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])), row[-1]]) for row in rows]
+    for index, status in enumerate(statuses, start=1):
+        if status.remote is not None:
+            lines[index] += "\n    " + _remote_line(status)
     if len(statuses) < total:
         lines.append(f"({len(statuses)} of {total} databases shown, worst first; --top N or --all for more)")
     return "\n".join(lines)
+
+
+def _remote_line(status: DatabaseStatus) -> str:
+    remote = status.remote
+    assert remote is not None
+    if remote.error is not None:
+        return f"remote {escape(remote.url)}: {one_line(remote.error)}"
+    newest = "-" if remote.newest_txid is None else str(remote.newest_txid)
+    return (f"remote {escape(remote.url)}: {remote.objects} objects, {_mib(remote.bytes)}, newest TXID {newest}, "
+            f"behind local by {remote.lag_txids or 0} TXIDs, {remote.pending} files, {_seconds(remote.lag_seconds)}")
 
 
 def _one(status: DatabaseStatus) -> dict[str, Any]:
@@ -116,6 +129,7 @@ def _one(status: DatabaseStatus) -> dict[str, Any]:
         "durable_at": status.durable_at, "last_lag_seconds": status.last_lag, "lag_seconds": status.lag,
         "last_error": status.last_error, "error_since": status.error_since, "note": status.note,
         "orphans": status.orphans, "quarantined": status.quarantined, "health": health,
+        "remote": None if status.remote is None else status.remote.document(),
     }
 
 

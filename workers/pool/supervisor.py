@@ -14,6 +14,7 @@ Data flow::
        fork │ PoolConfig copied at fork                               │ events, one pipe per
             ▼                                                         │ child: busy/idle/heartbeat,
     worker-0 … worker-N-1 (roles.worker_main)   janitor (roles.janitor_main)   results, failures
+                                 shipper (shipper.shipper_main, only with a [databases.remote]) ─► buckets
             │ log records ──► mp-logging queue ──► feeder thread in the supervisor ──► stderr
             ▼
     replica directories: claims keep workers off each other's level, the directory
@@ -49,6 +50,7 @@ import logging
 import math
 import multiprocessing
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -66,6 +68,7 @@ from ltxpool.pool.metrics import PoolMetrics
 from ltxpool.pool.replicas import replica_roots
 from ltxpool.pool.roles import janitor_main, worker_main
 from ltxpool.pool.schedule import ReplicaHolds
+from ltxpool.pool.shipper import shipper_main
 from ltxpool.pool.watcher import Watcher
 from ltxpool.replica.directory import dir_lock
 from ltxpool.replica.janitor import sweep_temp_files
@@ -99,6 +102,12 @@ class Supervisor:
         self.janitor = Watcher("janitor", 1, self._spawn_janitor, config.restart,
                                on_restart=self._count_restart, on_hang_kill=self._count_hang_kill,
                                on_event=self._on_event, on_replica_death=self.holds.charge)
+        # One shipper while some entry has a remote; the lease owner token is the pool's,
+        # drawn once here, so a restarted shipper takes its own leases back (ltxpool.pool.shipper).
+        self._owner_token = secrets.token_hex(8)
+        self.shipper = Watcher("shipper", _shippers(config), self._spawn_shipper, config.restart,
+                               on_restart=self._count_restart, on_hang_kill=self._count_hang_kill,
+                               on_event=self._on_event, on_replica_death=self.holds.charge)
         self._signals: list[int] = []
         self._stopping: str | None = None
         self._exit_code = EXIT_OK
@@ -107,8 +116,8 @@ class Supervisor:
         self._abandoned = False
 
     @property
-    def watchers(self) -> tuple[Watcher, Watcher]:
-        return self.workers, self.janitor
+    def watchers(self) -> tuple[Watcher, Watcher, Watcher]:
+        return self.workers, self.janitor, self.shipper
 
     def _spawn_worker(self, name: str, index: int) -> ChildProcess:
         held_off = self.holds.remaining(time.monotonic())
@@ -118,6 +127,10 @@ class Supervisor:
     def _spawn_janitor(self, name: str, index: int) -> ChildProcess:
         held_off = self.holds.remaining(time.monotonic())
         return ChildProcess(self._ctx, name, janitor_main, (self.config, held_off),
+                            self.config.restart.heartbeat_interval)
+
+    def _spawn_shipper(self, name: str, index: int) -> ChildProcess:
+        return ChildProcess(self._ctx, name, shipper_main, (self.config, self._owner_token),
                             self.config.restart.heartbeat_interval)
 
     def _on_event(self, event: Event) -> None:
@@ -171,7 +184,7 @@ class Supervisor:
                     return self._finish()
                 if self._abandoned:
                     return self._exit_code or EXIT_GAVE_UP
-            objects = [wake_r, *self.workers.wait_objects(), *self.janitor.wait_objects()]
+            objects = [wake_r, *(item for watcher in self.watchers for item in watcher.wait_objects())]
             ready = wait(objects, None if wake == math.inf else max(wake - time.monotonic(), 0.0))
             if wake_r in ready:
                 _drain(wake_r)
@@ -253,11 +266,16 @@ class Supervisor:
         self.config = new
         set_format(new.log_format, new.log_level)
         self.workers.count = new.workers
+        self.shipper.count = _shippers(new)
         for watcher in self.watchers:
             watcher.policy = new.restart
             watcher.stop_all()
         log.info("SIGHUP: configuration reloaded: %d workers, %d replicas; restarting the children with it",
                  new.workers, len(new.replicas))
+
+
+def _shippers(config: PoolConfig) -> int:
+    return 1 if any(entry.remote is not None for entry in config.databases) else 0
 
 
 def _drain(fd: int) -> None:

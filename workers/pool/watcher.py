@@ -99,7 +99,8 @@ class Watcher:
         self.slots: list[Slot] = []
 
     def _name(self, index: int) -> str:
-        return self.role if self.count == 1 and self.role == "janitor" else f"{self.role}-{index}"
+        # The one-of-a-kind roles go by their role's name: ltx:janitor, ltx:shipper.
+        return self.role if self.count == 1 and self.role in ("janitor", "shipper") else f"{self.role}-{index}"
 
     def children(self) -> list[ChildProcess]:
         return [slot.child for slot in self.slots if slot.child is not None]

@@ -10,7 +10,8 @@ retries, timeouts, addressing; credentials from boto3's default chain only),
 ``retry`` (whole steps retried while the failure passes), ``layout`` (object keys,
 listing a level), ``source`` (objects as seekable, bounded-memory streams for the
 decoder), ``upload`` (shipping a replica: complete objects only, once each),
-``lease`` (one writer per prefix, by conditional writes), ``restore`` (restore and
+``lease`` (one writer per prefix, by conditional writes), ``retention`` (the
+bucket follows the local retention rules), ``restore`` (restore and
 verify from the bucket through the replica layer's planner and checks).
 
 Layer: imports ``errors``, ``display``, ``locks``, ``ltx`` and ``replica``; the pool
@@ -41,6 +42,7 @@ from ltxpool.remote.lease import (
     renew_lease,
 )
 from ltxpool.remote.restore import FileVerdict, check_remote_chains, remote_listings, restore_remote, verify_remote
+from ltxpool.remote.retention import prune_remote
 from ltxpool.remote.source import ObjectReader, RemoteSource
 from ltxpool.remote.target import RemoteTarget, is_remote_url, parse_remote, parse_remote_url
 from ltxpool.remote.upload import (
@@ -87,6 +89,7 @@ __all__ = [
     "parse_key",
     "parse_remote",
     "parse_remote_url",
+    "prune_remote",
     "release_lease",
     "remote_listings",
     "renew_lease",

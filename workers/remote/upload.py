@@ -2,7 +2,8 @@
 
 An object becomes visible only complete. Below ``multipart_threshold`` a file is one
 PUT (S3 stores a PUT whole or not at all); above it, a multipart upload whose parts
-are invisible until ``CompleteMultipartUpload``, sent last. A failure between
+(``concurrency`` in flight at once, each read just before it is sent) are invisible
+until ``CompleteMultipartUpload``, sent last, after every part succeeded. A failure between
 parts aborts the upload; a process killed between parts leaves an incomplete
 upload that nothing lists as an object, and the next ship of that key aborts it
 (with the prefix's lease held, ``ltxpool.remote.lease``, no other writer's upload
@@ -35,6 +36,8 @@ import functools
 import hashlib
 import os
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +66,8 @@ MULTIPART_THRESHOLD = 16 << 20
 #: S3 takes parts of 5 MiB to 5 GiB (the last may be smaller), at most 10,000 of them.
 PART_SIZE = 8 << 20
 MIN_PART_SIZE = 5 << 20
+#: As ``aws s3 cp`` overlaps its parts (10 there); 4 keeps at most 32 MiB of parts in memory.
+PART_CONCURRENCY = 4
 _MAX_PARTS = 10_000
 SHIP_ORDER = (9, 3, 2, 1, 0)
 _READ_CHUNK = 1 << 20
@@ -74,10 +79,14 @@ _EXISTS = ("PreconditionFailed", "412")
 class ShipSettings:
     multipart_threshold: int = MULTIPART_THRESHOLD
     part_size: int = PART_SIZE
+    #: Parts of one multipart upload in flight at once (memory: this many parts).
+    concurrency: int = PART_CONCURRENCY
 
     def __post_init__(self) -> None:
         if self.part_size < MIN_PART_SIZE:
             raise ValueError(f"part size must be at least {MIN_PART_SIZE} bytes (S3's minimum), not {self.part_size}")
+        if self.concurrency < 1:
+            raise ValueError("part concurrency must be at least 1")
         if self.multipart_threshold < 1:
             raise ValueError("multipart threshold must be at least 1 byte")
 
@@ -96,6 +105,10 @@ class ShipReport:
     corrupt: list[tuple[str, str]] = field(default_factory=list)
     #: Keys the bucket holds with another size: never overwritten.
     conflicts: list[tuple[str, str]] = field(default_factory=list)
+    #: ``(level, min TXID, max TXID, size)`` of every local file the bucket holds after this ship.
+    held_local: list[tuple[int, int, int, int]] = field(default_factory=list)
+    #: The mtime (durable time) of the oldest local file the bucket lacked before this ship.
+    oldest_missing: float | None = None
 
     @property
     def nothing_to_do(self) -> bool:
@@ -164,7 +177,19 @@ def _abort_earlier_uploads(client: Any, target: RemoteTarget, key: str) -> None:
             _abort(client, target, key, str(upload["UploadId"]))
 
 
-def _multipart(client: Any, target: RemoteTarget, key: str, fd: int, size: int, path: str, part_size: int) -> int:
+def _send_part(client: Any, target: RemoteTarget, key: str, upload_id: str, fd: int, number: int, offset: int,
+               length: int, path: str) -> tuple[int, str]:
+    """Read and upload one part (in a worker thread: ``pread`` and the boto3 client are both thread-safe)."""
+    data = _pread_exact(fd, length, offset, path)
+    answer = call(target.display(key), f"upload part {number}", functools.partial(
+        client.upload_part, Bucket=target.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+        Body=data, ContentLength=length, ContentMD5=_md5(data)))
+    return number, str(answer["ETag"])
+
+
+def _multipart(client: Any, target: RemoteTarget, key: str, fd: int, size: int, path: str, part_size: int,
+               concurrency: int) -> int:
+    """Parts ``concurrency`` at a time (memory: at most that many parts read at once), completion last."""
     part_size = max(part_size, -(-size // _MAX_PARTS))
     _abort_earlier_uploads(client, target, key)
     where = target.display(key)
@@ -173,14 +198,21 @@ def _multipart(client: Any, target: RemoteTarget, key: str, fd: int, size: int, 
     upload_id = str(created["UploadId"])
     completed = False
     try:
-        parts = []
-        for number, offset in enumerate(range(0, size, part_size), start=1):
-            data = _pread_exact(fd, min(part_size, size - offset), offset, path)
-            digest = _md5(data)
-            answer = call(where, f"upload part {number}", functools.partial(
-                client.upload_part, Bucket=target.bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                Body=data, ContentLength=len(data), ContentMD5=digest))
-            parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+        etags: dict[int, str] = {}
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ltxpool-part") as threads:
+            in_flight: set[Future[tuple[int, str]]] = set()
+            try:
+                for number, offset in enumerate(range(0, size, part_size), start=1):
+                    if len(in_flight) >= concurrency:
+                        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                        etags.update(future.result() for future in done)
+                    in_flight.add(threads.submit(_send_part, client, target, key, upload_id, fd, number, offset,
+                                                 min(part_size, size - offset), path))
+                etags.update(future.result() for future in in_flight)
+            finally:
+                for future in in_flight:
+                    future.cancel()
+        parts = [{"PartNumber": number, "ETag": etags[number]} for number in sorted(etags)]
         try:
             call(where, "complete multipart upload", lambda: client.complete_multipart_upload(
                 Bucket=target.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts},
@@ -240,24 +272,33 @@ def ship_file(
         if size < settings.multipart_threshold:
             _put(client, target, key, fd, size, path)
         else:
-            _multipart(client, target, key, fd, size, path, settings.part_size)
+            _multipart(client, target, key, fd, size, path, settings.part_size, settings.concurrency)
     return size
 
 
 def ship_replica(
     replica: Replica, client: Any, target: RemoteTarget, *, settings: ShipSettings = ShipSettings(),
+    held: dict[str, int] | None = None, before_upload: Callable[[str], None] | None = None,
 ) -> ShipReport:
     """Upload every durable LTX file of ``replica`` the bucket lacks (see the module's notes).
 
     Listing the bucket decides what it lacks, so a ship after a crash or a kill
-    resumes where the last one stopped and sends nothing twice. A failed request
-    (after retries) stops the ship with RemoteRequestError: what was uploaded stays.
+    resumes where the last one stopped and sends nothing twice. ``held``: what a
+    recent listing found (key -> size), for a caller that ships often (the pool's
+    shipper, holding the prefix's lease, so nobody else adds to it): not listed
+    again, and each upload is added to it. A wrong guess costs nothing: uploads are
+    conditional, and a key already there with our size counts as ours. A failed
+    request (after retries) stops the ship with RemoteRequestError: what was
+    uploaded stays (and is in ``held``). ``before_upload(key)`` runs before each
+    upload: the shipper renews its lease there and tells the supervisor it is alive.
     """
     report = ShipReport()
-    remote = {
-        object_key(target, f.level, f.min_txid, f.max_txid): f.size
-        for listing in list_all(client, target).values() for f in listing.files
-    }
+    if held is None:
+        held = {
+            object_key(target, f.level, f.min_txid, f.max_txid): f.size
+            for listing in list_all(client, target).values() for f in listing.files
+        }
+    remote = held
     for level in SHIP_ORDER:
         listing = replica.list_level(level)
         try:
@@ -266,10 +307,15 @@ def ship_replica(
                 if key in remote:
                     if remote[key] == f.size:
                         report.present += 1
+                        report.held_local.append((level, f.min_txid, f.max_txid, f.size))
                     else:
                         report.conflicts.append((target.display(key), f"the bucket holds {remote[key]} bytes, "
                                                  f"the local file {f.size}"))
                     continue
+                if report.oldest_missing is None or f.mtime < report.oldest_missing:
+                    report.oldest_missing = f.mtime
+                if before_upload is not None:
+                    before_upload(key)
                 try:
                     sent = ship_file(client, target, level, f, settings=settings, known_absent=True)
                 except CorruptLTXError as exc:
@@ -283,6 +329,8 @@ def ship_replica(
                 except RemoteConflictError as exc:
                     report.conflicts.append((exc.path, exc.reason))
                     continue
+                remote[key] = f.size
+                report.held_local.append((level, f.min_txid, f.max_txid, f.size))
                 if sent is not None:
                     report.uploaded.append(key)
                     report.bytes_uploaded += sent

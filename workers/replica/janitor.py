@@ -18,6 +18,12 @@ it was listed, whether the round left it clean, and ``due``, the earliest time
 something there could become work without any change (a foreign temp file ageing
 past ``foreign_age``, a file passing a retention age).
 
+A replica shipped off-host (#16) passes ``shipped``, the files the bucket holds
+(``ltxpool.replica.shipped``): retention then removes only files in it. A file the
+plan would remove but the bucket lacks stays (``held_for_remote``), and the round is
+due again at once -- the record changes without its level directories changing, so
+the janitor's memory could not tell when the file may go.
+
 Nothing is followed: entries are examined with lstat and a symlink is unlinked as a
 link, never through it. Each level is listed once per round, and the directory
 listed is the one swept, locked, quarantined from and pruned, through its open
@@ -44,6 +50,7 @@ from ltxpool.replica.layout import Listing, Replica
 from ltxpool.replica.problem_summary import SkippedNames, group_skipped
 from ltxpool.replica.quarantine import quarantine
 from ltxpool.replica.retention import RetentionPolicy, plan_retention, retention_due
+from ltxpool.replica.shipped import Shipped, shipped_key
 
 __all__ = [
     "SweepResult",
@@ -162,6 +169,8 @@ class JanitorReport:
     retention_removed: int = 0
     quarantined: int = 0
     busy_dirs: int = 0
+    #: Files retention would have removed but the bucket does not hold yet: kept.
+    held_for_remote: int = 0
     lock_waits: list[float] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     # Names the listings skipped, per directory and reason: logged summarised (problem_summary).
@@ -214,9 +223,14 @@ def _quarantine_corrupt(replica: Replica, listings: dict[int, Listing], locks: d
 
 
 def _apply_retention(listings: dict[int, Listing], settings: JanitorSettings, now: float,
-                     locks: dict[int, DirLock], report: JanitorReport) -> None:
+                     locks: dict[int, DirLock], report: JanitorReport, shipped: set[Shipped] | None) -> None:
     for f in plan_retention(listings, settings.retention, now):
         assert f.directory is not None, "retention removes listed files only"
+        # Keeping a file the plan would remove never uncovers another: the plan only
+        # removes files covered by files that stay, and this one stays too.
+        if shipped is not None and shipped_key(f) not in shipped:
+            report.held_for_remote += 1
+            continue
         try:
             with locks[f.level].cleaning(settings.cleaning_timeout):
                 f.directory.unlink(f.name)
@@ -235,12 +249,15 @@ def janitor_pass(
     settings: JanitorSettings,
     now: float,
     verified: set[tuple[str, int, float]] | None = None,
+    shipped: set[Shipped] | None = None,
 ) -> JanitorReport:
     """One janitor round over ``replica``: orphans, then quarantine, then retention.
 
     Each level is listed once; that listing's open directory is the one swept, locked
     and changed. ``verified`` remembers files already verified across rounds (pass
     the same set each round); without it every file is verified every round.
+    ``shipped``: for a replica with a remote, the files the bucket holds; retention
+    removes no other (None: no remote, retention as usual).
     """
     report = JanitorReport(replica.root)
     verified = set() if verified is None else verified
@@ -259,8 +276,10 @@ def janitor_pass(
             if swept.locked or swept.busy:
                 report.lock_waits.append(swept.waited)
         _quarantine_corrupt(replica, listings, locks, verified, report)
-        _apply_retention(listings, settings, now, locks, report)
+        _apply_retention(listings, settings, now, locks, report, shipped)
         report.due = min(report.due, retention_due(listings, settings.retention, now))
+        if report.held_for_remote:
+            report.due = now
         report.stamps = {level: listing.stamp for level, listing in listings.items()}
     finally:
         for lock in locks.values():
