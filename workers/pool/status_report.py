@@ -116,7 +116,7 @@ def _remote_line(status: DatabaseStatus) -> str:
         return f"remote {escape(remote.url)}: {one_line(remote.error)}"
     newest = "-" if remote.newest_txid is None else str(remote.newest_txid)
     return (f"remote {escape(remote.url)}: {remote.objects} objects, {_mib(remote.bytes)}, newest TXID {newest}, "
-            f"behind local by {remote.lag_txids or 0} TXIDs, {remote.pending} files, {_seconds(remote.lag_seconds)}")
+            f"behind local by {remote.lag_txids or 0} TXIDs, {remote.pending} files, {human_age(remote.lag_seconds)}")
 
 
 def _one(status: DatabaseStatus) -> dict[str, Any]:
