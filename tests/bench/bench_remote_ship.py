@@ -33,7 +33,7 @@ from ltxpool.ltx import HEADER_FLAG_NO_CHECKSUM, Encoder, Header
 from ltxpool.remote import RemoteTarget, make_client, ship_replica
 from ltxpool.replica.layout import Replica
 from tests.support.rss import peak_growth_mib, reset_peak_rss
-from tests.support.s3_server import TEST_ENV, _wait_until_up, free_port
+from tests.support.s3_server import TEST_ENV, wait_until_up, free_port
 
 PAGE_SIZE = 4096
 
@@ -167,7 +167,7 @@ def main() -> None:
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         endpoint = f"http://127.0.0.1:{port}"
         try:
-            _wait_until_up(endpoint, server)
+            wait_until_up(endpoint, server)
             bucket = f"bench-{secrets.token_hex(4)}"
             make_client(RemoteTarget(bucket, "x", endpoint, "us-east-1", True)).create_bucket(Bucket=bucket)
             big, small = os.path.join(work, "big"), os.path.join(work, "small")

@@ -16,6 +16,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -30,7 +31,7 @@ from tests.support.helpers import run_ltxpool
 from tests.support.litestream_peer import LITESTREAM
 from tests.support.many_databases import Writers, create_database
 from tests.support.s3_faults import faulty_proxy
-from tests.support.s3_server import S3, free_port
+from tests.support.s3_server import S3, S3Server, free_port, wait_until_up
 
 
 def remote_config(source: Path, replicas: Path, s3: S3, prefix: str, endpoint: str | None = None,
@@ -373,3 +374,45 @@ def test_remote_retention_deletes_what_local_retention_deleted_and_the_bucket_st
         assert_no_partial_object(s3, name, source, replicas, [database])
     record("remote level-0 objects after retention / control",
            f"{level_zero_objects('pruned')} / {level_zero_objects('control')}")
+
+
+def _start_moto(port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    wait_until_up(f"http://127.0.0.1:{port}", process)
+    return process
+
+
+def test_a_restarted_server_gets_every_file_again_and_nothing_is_lost(tmp_path: Path, s3: S3) -> None:
+    """The S3 server is SIGKILLed while the app commits and the pool ships, and comes back empty
+    (moto keeps nothing: the worst a restart can do): the shipper's errors back off, its next
+    full listing finds the bucket bare, and it ships every local file again; every database
+    then restores from the bucket to exactly its committed rows."""
+    port = free_port()
+    server = _start_moto(port)
+    own = S3(S3Server(f"http://127.0.0.1:{port}", server), s3.bucket, f"http://127.0.0.1:{port}")
+    own.client().create_bucket(Bucket=own.bucket)
+    source, replicas = folders(tmp_path)
+    committed = five_databases(source)
+    pool = Pool(tmp_path, [], extra_config=remote_config(source, replicas, own, "tenants"))
+    try:
+        wait_shipped(own, "tenants", source, replicas, list(committed), pool)
+        with Writers(list(committed), committed, pause=0.05):
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+            time.sleep(3)
+            server = _start_moto(port)
+            own.client().create_bucket(Bucket=own.bucket)
+            time.sleep(1)
+        wait_restores(committed, source, replicas)
+        wait_shipped(own, "tenants", source, replicas, list(committed), pool, timeout=90)
+        for index, database in enumerate(committed):
+            where = remote_prefix("tenants", source, database)
+            assert restored_from_bucket(own, where, tmp_path / f"from-bucket-{index}.db") == committed[database]
+        assert pool.stop() == 0
+    finally:
+        pool.kill()
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+    assert any("ERROR" in line and "ship" in line for line in pool.lines), "the server's absence was seen"

@@ -32,7 +32,7 @@ import pytest
 
 from ltxpool.remote import RemoteTarget, make_client
 
-__all__ = ["S3", "S3Server", "free_port", "s3", "s3_server", "TEST_ENV"]
+__all__ = ["S3", "S3Server", "free_port", "s3", "s3_server", "TEST_ENV", "wait_until_up"]
 
 TEST_ENV = {
     "AWS_ACCESS_KEY_ID": "ltxpool-test",
@@ -95,7 +95,7 @@ class S3:
         return bytes(self.client().get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
 
-def _wait_until_up(endpoint: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def wait_until_up(endpoint: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
@@ -119,7 +119,7 @@ def s3_server() -> Iterator[S3Server]:
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(endpoint, process)
+        wait_until_up(endpoint, process)
         yield S3Server(endpoint, process)
     finally:
         process.terminate()
