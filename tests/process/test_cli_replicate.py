@@ -212,3 +212,55 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path, mode):
         assert seq > previous, f"TXID {txid} does not hold a newer database than the TXID before it"
         previous = seq
     assert previous == _highest_seq(db.path)
+
+
+@pytest.mark.parametrize("grace", ["10", "1000"], ids=["deadline", "control-no-deadline"])
+def test_sigterm_during_a_step_that_waits_for_a_strangers_lock_exits_within_the_grace(
+    tmp_path: Path, grace: str,
+) -> None:
+    """A stranger holds level 0's lock; the step waits (up to lock_timeout, 30 s). SIGTERM must
+    not wait that out: the step is abandoned after STOP_GRACE and the process exits 0; the
+    next run picks up and nothing committed is lost. Control: with no deadline worth the
+    name, the process is still waiting 15 s after SIGTERM."""
+    from ltxpool.locks.dirlock import lock_file_names
+    from tests.support.many_databases import commit_row, create_database, restored_ids
+
+    database = tmp_path / "app.db"
+    committed = create_database(database, rows=3)
+    replica = tmp_path / "replica"
+    assert run_ltxpool("replicate", str(database), str(replica), "--once").returncode == 0
+    level0 = replica / "ltx" / "0"
+    level0.mkdir(exist_ok=True)
+    holders = []
+    for name in lock_file_names():
+        gate = level0 / name
+        os.close(os.open(gate, os.O_RDWR | os.O_CREAT, 0o600))
+        holders.append(subprocess.Popen(["flock", "--close", str(gate), "sleep", "600"], start_new_session=True))
+    time.sleep(0.5)
+    commit_row(database, 4)
+    committed.add(4)
+    env = {**os.environ, "LTXPOOL_STOP_GRACE": grace}
+    process = subprocess.Popen([sys.executable, "-m", "ltxpool.cli", "replicate", str(database), str(replica),
+                                "--interval", "0.1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, err = process.communicate(timeout=15)
+            exited = True
+        except subprocess.TimeoutExpired:
+            exited = False
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        for holder in holders:
+            os.killpg(holder.pid, signal.SIGKILL)
+            holder.wait()
+    if grace == "1000":
+        assert not exited, "control: without the deadline the stop waits for the stranger's lock"
+        return
+    assert exited and process.returncode == 0, err
+    assert "abandoned" in err
+    assert run_ltxpool("replicate", str(database), str(replica), "--once").returncode == 0
+    assert restored_ids(str(replica)) == committed

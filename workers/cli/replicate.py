@@ -2,7 +2,10 @@
 
 ``--once``: one step, then exit (prints ``no change since txid N`` when there was
 nothing to write). Otherwise a step every S seconds until SIGTERM or SIGINT: the
-step in progress is finished, then the process exits 0. One progress line per file
+step in progress is finished, then the process exits 0. A step still running
+``STOP_GRACE`` seconds after the signal (waiting out a lock or a busy database) is
+abandoned as a crash would abandon it, which is safe at any point: a stop is never
+held up by someone else's lock. One progress line per file
 written: ``txid N: M pages changed, B bytes`` (`` (snapshot)`` appended for a
 snapshot). A database that stays locked past the busy timeout, or is missing or
 unreadable for a while, is retried at the next step (one line on stderr, repeated
@@ -14,6 +17,7 @@ line on stderr and exit 1. Between steps it is a good neighbour to the app
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -28,6 +32,9 @@ __all__ = ["NAME", "HELP", "add_arguments", "run", "progress_line"]
 NAME = "replicate"
 HELP = "Replicate a SQLite database into level-0 LTX files of a replica directory, one file per change."
 DEFAULT_INTERVAL = 1.0
+#: After SIGTERM/SIGINT the step in progress may finish for this long; a longer one is abandoned.
+#: (``LTXPOOL_STOP_GRACE`` overrides it, for the test that shows what the deadline prevents.)
+STOP_GRACE = float(os.environ.get("LTXPOOL_STOP_GRACE", "10"))
 
 
 def _interval(text: str) -> float:
@@ -71,15 +78,31 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        if not stop.is_set():
+            stop.set()
+            signal.setitimer(signal.ITIMER_REAL, STOP_GRACE)
+
+    def give_up(signum: int, frame: FrameType | None) -> None:
+        raise StepAbandoned(f"the step in progress did not finish within {STOP_GRACE:g} s of the stop; "
+                            f"it is abandoned (a crash-safe point: the next start picks up from the replica)")
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, give_up)
     try:
         with Replicator(args.database, args.replica, pin=True) as replicator:
             print(f"replicating {escape(replicator.database)} to {escape(args.replica)}: {one_line(replicator.recovery)}",
                   flush=True)
             replicate_continuously(replicator, args.interval, stop, _print_event)
+    except StepAbandoned as exc:
+        print(f"ltxpool: stopping: {exc}", file=sys.stderr, flush=True)
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+class StepAbandoned(Exception):
+    """Raised by the stop's deadline inside a step that outlasts it (a wait for a lock or
+    for SQLite): whatever the step had not made durable is left as a crash would leave it,
+    which every start repairs (``ltxpool.replicate.reconcile``)."""
