@@ -25,7 +25,7 @@ HOMES = [ltxpool.errors, ltxpool.locks.errors, ltxpool.ltx.errors, ltxpool.repli
 # the WAL parser's (the caller names the file), the supervisor giving up on a child, and
 # the remote layer's "this answer broke off, try again" (turned into RemoteRequestError), and
 # the shipper's "stop between two uploads" (never leaves the shipper).
-NOT_ROOTED = {"VarintError", "PayloadError", "WalFormatError", "CrashLoop", "ShortResponse", "ShipperStopping"}
+NOT_ROOTED = {"VarintError", "PayloadError", "WalFormatError", "CrashLoop", "ShortResponse", "ShipperStopping", "StepAbandoned"}
 ARGS = {
     "LockTimeout": ("/r/ltx/0", "writing", 0.25, (Holder(4242, 65534, "nobody", "python3", 1, "READ"),)),
     "ClaimHeld": ("/r/ltx/1/.ltxpool.claim", "claim", (Holder(4242, 0, "root", "sleep\x1b", 1, "WRITE"),)),

@@ -24,6 +24,7 @@ import threading
 from types import FrameType
 
 from ltxpool.display import escape, one_line
+from ltxpool.replicate.errors import StepAbandoned
 from ltxpool.replicate.loop import LoopEvent, replicate_continuously
 from ltxpool.replicate.replicator import Replicator, StepResult
 
@@ -100,9 +101,3 @@ def run(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
-
-
-class StepAbandoned(Exception):
-    """Raised by the stop's deadline inside a step that outlasts it (a wait for a lock or
-    for SQLite): whatever the step had not made durable is left as a crash would leave it,
-    which every start repairs (``ltxpool.replicate.reconcile``)."""

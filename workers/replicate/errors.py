@@ -8,6 +8,7 @@ from __future__ import annotations
 from ltxpool.errors import LtxpoolError
 
 __all__ = [
+    "StepAbandoned",
     "DatabaseBusyError",
     "DatabaseMismatchError",
     "IncompleteStepError",
@@ -49,3 +50,10 @@ class ReplicaBusyError(LtxpoolError):
 
 class SourceDiffersError(LtxpoolError):
     """A restored database is not page for page the source database (``restore --compare``)."""
+
+
+class StepAbandoned(Exception):
+    """Raised by a stopping replicate's deadline inside a step that outlasts it (a wait for a
+    lock or for SQLite): whatever the step had not made durable is left as a crash would
+    leave it, which every start repairs (``ltxpool.replicate.reconcile``). Not a path error:
+    it names no file, only that the stop would not wait longer."""
