@@ -18,6 +18,7 @@ import pytest
 
 from ltxpool.replica.layout import Replica
 from ltxpool.replica.restore import restore
+from tests.process.test_pool_databases import folders
 from tests.process.test_supervisor import Pool, eventually
 from tests.support.users import User, nobody, shared_tmp, tenant  # noqa: F401 -- fixtures
 
@@ -25,13 +26,6 @@ from tests.support.users import User, nobody, shared_tmp, tenant  # noqa: F401 -
 def dir_entry(source: Path, replicas: Path, interval: float = 0.1) -> str:
     return (f'\n[[databases]]\ndir = "{source}"\npattern = "*.db"\nrecursive = true\n'
             f'replica_root = "{replicas}"\ninterval = {interval}\n')
-
-
-def folders(tmp_path: Path) -> tuple[Path, Path]:
-    source, replicas = tmp_path / "tenants", tmp_path / "ltx"
-    source.mkdir()
-    replicas.mkdir(mode=0o755)
-    return source, replicas
 
 
 def rows(path: str) -> list[tuple[int, str]]:
