@@ -31,7 +31,6 @@ def child() -> Iterator[Callable[..., Child]]:
 
 
 # Real unprivileged users for the shared-host attacks (tests/SECURITY.md).
-from tests.support.users import nobody, shared_tmp, tenant  # noqa: E402, F401
-
 # A real S3 API server (moto's, a process) and a bucket per test (tests/support/s3_server.py).
 from tests.support.s3_server import s3, s3_server  # noqa: E402, F401
+from tests.support.users import ltxpool_for_others, nobody, shared_tmp, tenant  # noqa: E402, F401

@@ -311,7 +311,9 @@ def test_with_the_bucket_unreachable_local_retention_keeps_every_file_and_withou
             newest = max(f.max_txid for listing in Replica(replica).list_all().values() for f in listing.files)
             seen[name] = (level_zero_txids(replica), newest)
             if name == "unreachable":
-                pool.wait_for(r"refusing to ship|shipping to .* failed", timeout=5)
+                # The first failure is reported once its step gave up: 6 whole-step tries, each
+                # after botocore's own 4 with backoff, about 20 s and at most ~45 s.
+                pool.wait_for(r"refusing to ship|shipping to .* failed", timeout=60)
                 assert read_shipped(Replica(replica)) == set()
         for pool, *_ in runs.values():
             assert pool.stop() == 0

@@ -16,9 +16,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
-import sys
-import sysconfig
 import time
 import urllib.request
 from pathlib import Path
@@ -32,7 +29,7 @@ from ltxpool.pool.metrics import PoolMetrics
 from ltxpool.replica.layout import Replica
 from tests.process.test_supervisor import Pool
 from tests.support.helpers import run_ltxpool
-from tests.support.users import SYSTEM_PYTHON, User, run_as
+from tests.support.users import User, run_as
 
 INTERVAL = 30.0
 REASON = "stat database: permission denied (planted by the test)"
@@ -206,23 +203,16 @@ def test_status_reports_the_running_pools_supervisor_and_children(tmp_path: Path
         pool.stop()
 
 
-# The suite's interpreter may live in root's home (0700): another user runs the system's
-# Python of the same version on the suite's installed packages.
-AS_ANOTHER_USER = "import site, sys; site.addsitedir(sys.argv.pop(1)); from ltxpool.cli import main; sys.exit(main())"
-
-
-@pytest.mark.skipif(subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
-                                   capture_output=True, text=True).stdout.strip() != str(sys.version_info[:2]),
-                    reason="another user needs a system Python of the suite's version")
-def test_a_pool_another_user_cannot_read_is_reported_unreadable_not_a_crash(shared_tmp: str, nobody: User) -> None:
+def test_a_pool_another_user_cannot_read_is_reported_unreadable_not_a_crash(
+    shared_tmp: str, nobody: User, ltxpool_for_others: list[str],
+) -> None:
     top = Path(shared_tmp)
     replica = Replica(top / "replica")
     os.makedirs(replica.root)
     pool = Pool(top, [replica])
     try:
         pool.pid_of("janitor")
-        done = run_as(nobody, [SYSTEM_PYTHON, "-c", AS_ANOTHER_USER, sysconfig.get_paths()["purelib"], "status",
-                               "--config", str(pool.config), "--json"])
+        done = run_as(nobody, [*ltxpool_for_others, "status", "--config", str(pool.config), "--json"])
         assert done.returncode == 0, done.stderr
         (found,) = _pool_resources(done.stdout)
         processes = found["processes"]

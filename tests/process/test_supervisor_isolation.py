@@ -12,7 +12,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,11 +122,6 @@ def test_deaths_on_one_replica_are_charged_to_it_and_never_make_a_crash_loop(
 
 # --- a fork the kernel refuses ----------------------------------------------------------
 
-#: The tenant runs the pool with the system's interpreter (the venv's may sit under a
-#: directory only root can enter) and the installed packages.
-TENANT_LTXPOOL = ["/usr/bin/python3", "-c",
-                  "import site, sys; site.addsitedir(sys.argv.pop(1)); from ltxpool.cli import main; "
-                  "sys.exit(main(sys.argv[1:]))", sysconfig.get_paths()["purelib"]]
 #: The same fork, bare: what the supervisor did before (Process.start's OSError was fatal).
 BARE_FORK = ("import multiprocessing, time; p = multiprocessing.get_context('fork').Process(target=time.sleep, "
              "args=(0,)); p.start(); p.join()")
@@ -154,7 +148,7 @@ def as_tenant(tenant: User, argv: list[str], limit: int) -> list[str]:
 
 
 def test_a_refused_fork_is_retried_with_backoff_and_the_pool_recovers(
-    shared_tmp: str, tenant: User
+    shared_tmp: str, tenant: User, ltxpool_for_others: list[str],
 ) -> None:
     """The tenant's pool runs under RLIMIT_NPROC; other tasks of the tenant use it all up.
 
@@ -172,7 +166,7 @@ def test_a_refused_fork_is_retried_with_backoff_and_the_pool_recovers(
     # The limit counts every task of the user, so it is set above what the tenant already runs.
     limit = tasks_of(tenant.uid) + LIMIT
     pool = Pool(base, [source.replica], "--workers", "2",
-                command=as_tenant(tenant, TENANT_LTXPOOL, limit), name="pool.toml")
+                command=as_tenant(tenant, ltxpool_for_others, limit), name="pool.toml")
     fillers: list[subprocess.Popen[bytes]] = []
     try:
         eventually(lambda: level_max_txid(source.replica, 1) == 3, timeout=30, what="first compaction", pool=pool)

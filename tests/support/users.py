@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import pytest
 
-__all__ = ["User", "nobody", "tenant", "shared_tmp", "run_as", "start_as", "python_as"]
+__all__ = ["User", "nobody", "tenant", "shared_tmp", "run_as", "start_as", "python_as", "ltxpool_for_others"]
 
 
 @dataclass(frozen=True)
@@ -88,3 +88,58 @@ SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
 def python_as(user: User, source: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run a standard-library Python snippet as ``user`` (``sys.argv[1:]`` are ``args``)."""
     return run_as(user, [SYSTEM_PYTHON, "-c", source, *args], timeout=timeout)
+
+
+# Prints, one per line, where each top-level package the CLI and every pool role import
+# lives, leaving out the standard library: what another user needs to run ltxpool.
+_IMPORTED = """
+import importlib, pkgutil, sys, ltxpool, ltxpool.cli
+for found in pkgutil.walk_packages(ltxpool.__path__, "ltxpool."):
+    if not found.name.endswith(".__main__"):
+        importlib.import_module(found.name)
+for name, module in sorted(sys.modules.items()):
+    spec = getattr(module, "__spec__", None)
+    if "." in name or name in sys.stdlib_module_names or spec is None or spec.origin in (None, "built-in", "frozen"):
+        continue
+    print((spec.submodule_search_locations or [spec.origin])[0])
+"""
+
+#: Runs the ltxpool CLI from the directory given as its first argument.
+_CLI_FROM = "import sys; sys.path.insert(0, sys.argv.pop(1)); from ltxpool.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+@pytest.fixture(scope="session")
+def ltxpool_for_others() -> Iterator[list[str]]:
+    """The command (before its arguments) with which another user runs the installed ltxpool.
+
+    The suite's interpreter and its packages may sit under root's home (0700, as on CI),
+    where no other user may enter. The same files are linked (or copied) into a 0755
+    directory of their own, and the system's Python of the same version runs them.
+    """
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
+                           capture_output=True, text=True, check=True)
+    if probe.stdout.strip() != str(sys.version_info[:2]):
+        pytest.fail(f"another user runs ltxpool with {SYSTEM_PYTHON}, Python {probe.stdout.strip()}; "
+                    f"the suite's is {sys.version_info[:2]}")
+    imported = subprocess.run([sys.executable, "-c", _IMPORTED], capture_output=True, text=True, check=True)
+    site = tempfile.mkdtemp(prefix="ltxpool-site-", dir="/tmp")
+    os.chmod(site, 0o755)
+    try:
+        for where in imported.stdout.split():
+            target = os.path.join(site, os.path.basename(where))
+            if os.path.isdir(where):
+                shutil.copytree(where, target, copy_function=_link_or_copy,
+                                ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                _link_or_copy(where, target)
+        subprocess.run(["chmod", "-R", "a+rX", site], check=True)
+        yield [SYSTEM_PYTHON, "-c", _CLI_FROM, site]
+    finally:
+        shutil.rmtree(site, ignore_errors=True)
