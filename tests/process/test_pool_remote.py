@@ -10,6 +10,7 @@ real ``litestream restore``, each against the committed ids.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from ltxpool.remote import make_client, parse_key
@@ -278,50 +281,70 @@ def level_zero_txids(replica: str) -> set[int]:
     return {txid for f in Replica(replica).list_level(0).files for txid in range(f.min_txid, f.max_txid + 1)}
 
 
-def test_with_the_bucket_unreachable_local_retention_keeps_every_file_and_without_a_remote_it_deletes(
-    tmp_path: Path, s3: S3,
-) -> None:
-    """Control in the same run: the same pool without ``[databases.remote]`` removes level-0 files."""
+@dataclass
+class _Run:
+    """One of two pools side by side: a pool, its folders and its one database's oracle."""
+
+    pool: Pool
+    source: Path
+    replicas: Path
+    database: Path
+    committed: dict[Path, set[int]]
+
+
+@contextlib.contextmanager
+def _pools_written(tmp_path: Path, configs: dict[str, Callable[[Path, Path], str]]) -> Iterator[dict[str, _Run]]:
+    """One pool per ``configs`` entry (its config from its own folders), each with one database
+    an app commits to for 4 s; yields once every pool restores what was committed, kills them after."""
     runs = {}
-    for name, remote in (("unreachable", True), ("control", False)):
+    for name, config in configs.items():
         base = tmp_path / name
         base.mkdir()
         source, replicas = folders(base)
         database = source / "app.db"
         committed = {database: create_database(database, rows=1)}
-        if remote:
-            # Nothing listens there: every request of the shipper fails.
-            extra = remote_config(source, replicas, s3, "gone", f"http://127.0.0.1:{free_port()}")
-        else:
-            extra = remote_config(source, replicas, s3, "x").split("\n[databases.remote]")[0]
-        runs[name] = (Pool(base, [], extra_config=extra + RETAIN_NOTHING), source, replicas, database, committed)
-    writers = [Writers([database], committed, pause=0.05) for _, _, _, database, committed in runs.values()]
+        runs[name] = _Run(Pool(base, [], extra_config=config(source, replicas) + RETAIN_NOTHING), source, replicas,
+                          database, committed)
+    writers = [Writers([run.database], run.committed, pause=0.05) for run in runs.values()]
     try:
         for writer in writers:
             writer.__enter__()
         time.sleep(4)
         for writer in writers:
             writer.stop()
-        for _, source, replicas, _, committed in runs.values():
-            wait_restores(committed, source, replicas)
+        for run in runs.values():
+            wait_restores(run.committed, run.source, run.replicas)
+        yield runs
+    finally:
+        for writer in writers:
+            writer.stop()
+        for run in runs.values():
+            run.pool.kill()
+
+
+def test_with_the_bucket_unreachable_local_retention_keeps_every_file_and_without_a_remote_it_deletes(
+    tmp_path: Path, s3: S3,
+) -> None:
+    """Control in the same run: the same pool without ``[databases.remote]`` removes level-0 files."""
+    # Nothing listens at the first pool's endpoint: every request of its shipper fails.
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    configs = {"unreachable": lambda source, replicas: remote_config(source, replicas, s3, "gone", unreachable),
+               "control": lambda source, replicas: remote_config(source, replicas, s3, "x").split(
+                   "\n[databases.remote]")[0]}
+    seen = {}
+    with _pools_written(tmp_path, configs) as runs:
         time.sleep(2)  # a few janitor rounds (every 0.3 s) with every file past its retention age
-        seen = {}
-        for name, (pool, source, replicas, database, _) in runs.items():
-            replica = replica_of(source, replicas, database)
+        for name, run in runs.items():
+            replica = replica_of(run.source, run.replicas, run.database)
             newest = max(f.max_txid for listing in Replica(replica).list_all().values() for f in listing.files)
             seen[name] = (level_zero_txids(replica), newest)
             if name == "unreachable":
                 # The first failure is reported once its step gave up: 6 whole-step tries, each
                 # after botocore's own 4 with backoff, about 20 s and at most ~45 s.
-                pool.wait_for(r"refusing to ship|shipping to .* failed", timeout=60)
+                run.pool.wait_for(r"refusing to ship|shipping to .* failed", timeout=60)
                 assert read_shipped(Replica(replica)) == set()
-        for pool, *_ in runs.values():
-            assert pool.stop() == 0
-    finally:
-        for writer in writers:
-            writer.stop()
-        for pool, *_ in runs.values():
-            pool.kill()
+        for run in runs.values():
+            assert run.pool.stop() == 0
     kept, newest = seen["unreachable"]
     assert newest > 8 and kept == set(range(2, newest + 1)), (
         f"the bucket lacks them: every level-0 file since the first snapshot stays ({sorted(kept)}, newest {newest})")
@@ -334,46 +357,27 @@ def test_remote_retention_deletes_what_local_retention_deleted_and_the_bucket_st
     tmp_path: Path, s3: S3,
 ) -> None:
     """Control in the same run: a pool that lists the bucket only hourly has deleted nothing there yet."""
-    runs = {}
-    for name, relist in (("pruned", 1), ("control", 3600)):
-        base = tmp_path / name
-        base.mkdir()
-        source, replicas = folders(base)
-        database = source / "app.db"
-        committed = {database: create_database(database, rows=1)}
-        extra = remote_config(source, replicas, s3, name, shipper=f"relist_interval = {relist}\n") + RETAIN_NOTHING
-        runs[name] = (Pool(base, [], extra_config=extra), source, replicas, database, committed)
-    writers = [Writers([database], committed, pause=0.05) for _, _, _, database, committed in runs.values()]
+    configs = {name: (lambda source, replicas, name=name, relist=relist: remote_config(
+        source, replicas, s3, name, shipper=f"relist_interval = {relist}\n"))
+        for name, relist in (("pruned", 1), ("control", 3600))}
 
     def level_zero_objects(name: str) -> int:
-        _, source, _, database, _ = runs[name]
-        return len(s3.keys(f"{remote_prefix(name, source, database)}/0000/"))
+        run = runs[name]
+        return len(s3.keys(f"{remote_prefix(name, run.source, run.database)}/0000/"))
 
-    try:
-        for writer in writers:
-            writer.__enter__()
-        time.sleep(4)
-        for writer in writers:
-            writer.stop()
-        for _, source, replicas, _, committed in runs.values():
-            wait_restores(committed, source, replicas)
-        for name, (pool, source, replicas, database, _) in runs.items():
-            wait_shipped(s3, name, source, replicas, [database], pool)
+    with _pools_written(tmp_path, configs) as runs:
+        for name, run in runs.items():
+            wait_shipped(s3, name, run.source, run.replicas, [run.database], run.pool)
         eventually(lambda: level_zero_objects("pruned") <= 2, timeout=20,
-                   what="remote retention of the level-0 objects", pool=runs["pruned"][0])
-        runs["pruned"][0].wait_for(r"remote retention deleted \d+ objects from s3://")
-        for pool, *_ in runs.values():
-            assert pool.stop() == 0
-    finally:
-        for writer in writers:
-            writer.stop()
-        for pool, *_ in runs.values():
-            pool.kill()
+                   what="remote retention of the level-0 objects", pool=runs["pruned"].pool)
+        runs["pruned"].pool.wait_for(r"remote retention deleted \d+ objects from s3://")
+        for run in runs.values():
+            assert run.pool.stop() == 0
     assert level_zero_objects("control") > 8, "control: the bucket kept every level-0 object"
-    for name, (_, source, replicas, database, committed) in runs.items():
-        where = remote_prefix(name, source, database)
-        assert restored_from_bucket(s3, where, tmp_path / f"{name}.db") == committed[database], name
-        assert_no_partial_object(s3, name, source, replicas, [database])
+    for name, run in runs.items():
+        where = remote_prefix(name, run.source, run.database)
+        assert restored_from_bucket(s3, where, tmp_path / f"{name}.db") == run.committed[run.database], name
+        assert_no_partial_object(s3, name, run.source, run.replicas, [run.database])
     record("remote level-0 objects after retention / control",
            f"{level_zero_objects('pruned')} / {level_zero_objects('control')}")
 
