@@ -12,7 +12,8 @@ directory of an unchanged replica (``ltxpool.replica.janitor_memory``).
 
 ``remote_replicas``: the same replicas, those whose entry has a ``[databases.remote]``,
 each with its own prefix (``ltxpool.discovery.remote_for``): what the shipper ships and
-what the janitor's retention must not delete before the bucket holds it.
+what the janitor's retention must not delete before the bucket holds it. The janitor
+needs both each round: ``looked_after`` gives both from one walk of the folders.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ltxpool.discovery.scan import matches, walk
 from ltxpool.pool.config import PoolConfig
 from ltxpool.remote import RemoteTarget
 
-__all__ = ["replica_roots", "remote_replicas"]
+__all__ = ["looked_after", "replica_roots", "remote_replicas"]
 
 
 def _is_directory(path: str) -> bool:
@@ -53,19 +54,32 @@ def _candidates(config: PoolConfig, *, remote_only: bool = False) -> Iterator[tu
                 yield replica_for(entry, path), remote_for(entry, path)
 
 
-def replica_roots(config: PoolConfig) -> list[str]:
-    """``config.replicas``, then the existing replica of every database the entries match now; each once."""
+def looked_after(config: PoolConfig) -> tuple[list[str], dict[str, RemoteTarget]]:
+    """``replica_roots`` and ``remote_replicas`` from one walk of the folders."""
     roots = list(config.replicas)
     seen = set(roots)
-    for replica, _ in sorted(_candidates(config), key=lambda item: item[0]):
-        if replica not in seen and _is_directory(replica):
+    remotes: dict[str, RemoteTarget] = {}
+    for replica, remote in sorted(_candidates(config), key=lambda item: item[0]):
+        wanted = replica not in seen or (remote is not None and replica not in remotes)
+        if not wanted or not _is_directory(replica):
+            continue
+        if replica not in seen:
             seen.add(replica)
             roots.append(replica)
-    return roots
+        if remote is not None and replica not in remotes:
+            remotes[replica] = remote
+    return roots, remotes
+
+
+def replica_roots(config: PoolConfig) -> list[str]:
+    """``config.replicas``, then the existing replica of every database the entries match now; each once."""
+    return looked_after(config)[0]
 
 
 def remote_replicas(config: PoolConfig) -> dict[str, RemoteTarget]:
-    """Every existing replica whose entry ships it off-host, and its target; the first entry wins."""
+    """Every existing replica whose entry ships it off-host, and its target; the first entry wins.
+
+    Walks only the folders of entries with a remote (the shipper's and ``status``'s question)."""
     found: dict[str, RemoteTarget] = {}
     for replica, remote in sorted(_candidates(config, remote_only=True), key=lambda item: item[0]):
         if remote is not None and replica not in found and _is_directory(replica):

@@ -48,7 +48,7 @@ from ltxpool.pool.events import (
     Replicated,
     ReplicationFailed,
 )
-from ltxpool.pool.replicas import remote_replicas, replica_roots
+from ltxpool.pool.replicas import looked_after
 from ltxpool.pool.replication import QueuedDatabase
 from ltxpool.pool.schedule import ReplicaSchedule
 from ltxpool.pool.share import DatabaseShare
@@ -218,7 +218,7 @@ def janitor_main(link: ChildLink, config: PoolConfig, held_off: Mapping[str, flo
                  memory: JanitorMemory | None = None) -> None:
     """Clean every replica every ``janitor_interval`` seconds until asked to stop.
 
-    Each round first looks at every replica (``replica_roots``: the configured ones and
+    Each round first looks at every replica (``looked_after``: the configured ones and
     those of the databases found now) through ``memory``: one left clean by its last
     pass and unchanged since costs an ``lstat`` per level and is left alone; the others
     get their full pass. ``memory``: a disabled one for tests (every replica, every round).
@@ -232,9 +232,9 @@ def janitor_main(link: ChildLink, config: PoolConfig, held_off: Mapping[str, flo
     while not link.stopping:
         started = time.monotonic()
         link.busy("looking for changed replicas")
-        roots = replica_roots(config)
-        # Read each round: a replica whose entry gained a remote keeps its files from now on.
-        shipped_off = remote_replicas(config) if any(entry.remote for entry in config.databases) else {}
+        # Found again each round, in one walk: new databases' replicas, and those whose files
+        # the bucket must hold before retention deletes them.
+        roots, shipped_off = looked_after(config)
         # A replica no longer looked after takes what was known of it along.
         memory.keep_only(roots)
         verified.keep_only(roots)
