@@ -85,9 +85,6 @@ from collections.abc import Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 
-if __package__ in (None, ""):  # run as a file: make ``tests.support`` importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
 from ltxpool.ltx import open_ltx
 from ltxpool.replicate import Replicator
 
