@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from ltxpool.discovery import DatabaseDir, DatabaseFile, DiscoveryError, check_watch_limit, needed_watches, scan
+from ltxpool.discovery import (
+    DatabaseDir,
+    DatabaseFile,
+    DiscoveryError,
+    check_watch_limit,
+    needed_watches,
+    replica_for,
+    scan,
+)
 from ltxpool.discovery.scan import claim, is_sqlite_database, matches, scan_dir
 from tests.support.helpers import make_sqlite_database
 
@@ -120,3 +128,20 @@ def test_check_watch_limit_wants_one_free_inotify_instance(tmp_path: Path) -> No
     check_watch_limit(entries, proc=fake_proc(tmp_path / "one", 100, instances=1))
     with pytest.raises(DiscoveryError, match=r"fs.inotify.max_user_instances is 0: raise it"):
         check_watch_limit(entries, proc=fake_proc(tmp_path / "none", 100, instances=0))
+
+
+@pytest.mark.parametrize("database", [
+    "/srv/t/a.db", "/srv/t/x/y/b.db", "/srv/t/..a.db", "/srv/t/a..b/c.db", "/srv/t/./a.db", "/srv/t//a.db",
+    "/srv/t/x/../a.db", "/srv/t/x/../../etc/a.db", "/srv/t/../etc/a.db", "/srv/tx/a.db", "/srv/t", "/srv/t/",
+    "/etc/a.db", "/srv/t/.", "/srv/t/x/..",
+])
+@pytest.mark.parametrize("folder", ["/srv/t", "/srv/t/", "/"])
+def test_a_replica_maps_as_relpath_maps_it_and_a_path_outside_the_folder_has_none(folder: str, database: str) -> None:
+    """The sliced fast path and ``os.path.relpath`` agree on every path, the tricky ones included."""
+    entry = DatabaseDir(folder, "/var/ltx")
+    expected = os.path.relpath(database, folder)
+    if expected == os.pardir or expected.startswith(os.pardir + os.sep):
+        with pytest.raises(ValueError, match="is not under"):
+            replica_for(entry, database)
+    else:
+        assert replica_for(entry, database) == os.path.join("/var/ltx", expected)

@@ -77,6 +77,18 @@ class Target:
 
 
 def _relative(entry: DatabaseDir, database: str) -> str:
+    """``database`` relative to ``entry.dir``; a path outside it is a ``ValueError``.
+
+    Asked for every database each janitor round and each rescan: a path already of the
+    form ``<dir>/<normal relative path>`` (what the walks build) is sliced, which costs a
+    fraction of ``os.path.relpath``; any other goes through ``relpath``.
+    """
+    prefix = entry.dir if entry.dir.endswith(os.sep) else entry.dir + os.sep
+    if database.startswith(prefix):
+        relative = database[len(prefix):]
+        if (relative and not relative.startswith(os.sep) and os.path.normpath(relative) == relative
+                and os.pardir not in relative.split(os.sep)):
+            return relative
     relative = os.path.relpath(database, entry.dir)
     if relative.startswith(os.pardir + os.sep) or relative == os.pardir or os.path.isabs(relative):
         raise ValueError(f"{database} is not under {entry.dir}")
