@@ -38,7 +38,7 @@ from ltxpool.discovery.entries import (
 from ltxpool.display import escape
 
 __all__ = ["SQLITE_HEADER", "is_sqlite_database", "matches", "scan", "scan_dir",
-           "scan_entries", "claim", "holds_database", "is_database_at", "walk", "folders_of"]
+           "scan_entries", "claim", "covers", "holds_database", "is_database_at", "walk", "folders_of"]
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -192,7 +192,7 @@ def claim(entries: Sequence[DatabaseEntry], path: str) -> tuple[DatabaseEntry, T
         if isinstance(entry, DatabaseFile):
             if entry.path == path:
                 return entry, Target(path, entry.replica, entry.interval, entry.remote)
-        elif matches(entry, name) and (folder == entry.dir or (entry.recursive and _under(folder, entry.dir))):
+        elif matches(entry, name) and covers(entry, folder):
             return entry, Target(path, replica_for(entry, path), entry.interval, remote_for(entry, path))
     return None
 
@@ -202,8 +202,9 @@ def holds_database(entry: DatabaseEntry, path: str) -> bool:
     return is_sqlite_database(path) if isinstance(entry, DatabaseFile) else is_database_at(path)
 
 
-def _under(path: str, folder: str) -> bool:
-    return path.startswith(folder.rstrip(os.sep) + os.sep)
+def covers(entry: DatabaseDir, folder: str) -> bool:
+    """Whether databases in ``folder`` are ``entry``'s to find: its ``dir``, or (recursive) one below it."""
+    return folder == entry.dir or (entry.recursive and folder.startswith(entry.dir.rstrip(os.sep) + os.sep))
 
 
 def folders_of(entry: DatabaseEntry) -> Iterator[str]:

@@ -65,7 +65,7 @@ from inotify_simple import INotify, flags
 
 from ltxpool.discovery.entries import SIDE_FILE_SUFFIXES, DatabaseDir, DatabaseEntry, DatabaseFile, Target
 from ltxpool.discovery.limits import instance_limit_error, needed_watches, read_limit, watch_limit_error
-from ltxpool.discovery.scan import claim, holds_database, matches, scan_entries, walk
+from ltxpool.discovery.scan import claim, covers, holds_database, matches, scan_entries, walk
 from ltxpool.display import escape
 
 __all__ = ["Changes", "DatabaseWatch", "WATCH_MASK"]
@@ -217,15 +217,16 @@ class DatabaseWatch:
         start = self._poll_turn % len(folders)
         turn = (folders[start:] + folders[:start])[:POLL_FOLDERS]
         self._poll_turn = start + len(turn)
+        in_turn = set(turn)
         for folder in turn:
             for entry in self._entries:
-                if isinstance(entry, DatabaseDir) and _covers(entry, folder):
+                if isinstance(entry, DatabaseDir) and covers(entry, folder):
                     for _listed, names in walk(folder, False, functools.partial(matches, entry)):
                         batch.candidates.update(os.path.join(folder, name) for name in names)
         for path in [path for path in self._looks if path not in self._known]:
             del self._looks[path]
         for path in self._known:
-            if os.path.dirname(path) in turn:
+            if os.path.dirname(path) in in_turn:
                 look = tuple(_signature(path + suffix) for suffix in ("", "-wal", "-journal"))
                 # No look yet: what happened before it is unknown, so it counts as a change (one
                 # step more, never a write missed between the database's discovery and this look).
@@ -436,10 +437,6 @@ class DatabaseWatch:
                 log.log(level, "%s", message)
             else:
                 log.log(level, "%s: %s", escape(path), message)
-
-
-def _covers(entry: DatabaseDir, folder: str) -> bool:
-    return folder == entry.dir or (entry.recursive and folder.startswith(entry.dir.rstrip(os.sep) + os.sep))
 
 
 def _signature(path: str) -> tuple[int, int, int] | None:

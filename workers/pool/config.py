@@ -544,8 +544,9 @@ def check_databases(entries: Sequence[DatabaseEntry], owners: Sequence[int]) -> 
 
 
 def _replica_key(entry: DatabaseEntry) -> tuple[str, str]:
-    return (f"{'replica' if isinstance(entry, DatabaseFile) else 'replica_root'}",
-            entry.replica if isinstance(entry, DatabaseFile) else entry.replica_root)
+    if isinstance(entry, DatabaseFile):
+        return "replica", entry.replica
+    return "replica_root", entry.replica_root
 
 
 def _refuse_shared_replicas(entries: Sequence[DatabaseEntry]) -> None:

@@ -54,12 +54,12 @@ def _candidates(config: PoolConfig, *, remote_only: bool = False) -> Iterator[tu
                 yield replica_for(entry, path), remote_for(entry, path)
 
 
-def looked_after(config: PoolConfig) -> tuple[list[str], dict[str, RemoteTarget]]:
-    """``replica_roots`` and ``remote_replicas`` from one walk of the folders."""
-    roots = list(config.replicas)
+def _existing(config: PoolConfig, *, remote_only: bool) -> tuple[list[str], dict[str, RemoteTarget]]:
+    """One walk: the replicas that exist (``config.replicas`` first), and those of them with a remote."""
+    roots = [] if remote_only else list(config.replicas)
     seen = set(roots)
     remotes: dict[str, RemoteTarget] = {}
-    for replica, remote in sorted(_candidates(config), key=lambda item: item[0]):
+    for replica, remote in sorted(_candidates(config, remote_only=remote_only), key=lambda item: item[0]):
         wanted = replica not in seen or (remote is not None and replica not in remotes)
         if not wanted or not _is_directory(replica):
             continue
@@ -71,6 +71,11 @@ def looked_after(config: PoolConfig) -> tuple[list[str], dict[str, RemoteTarget]
     return roots, remotes
 
 
+def looked_after(config: PoolConfig) -> tuple[list[str], dict[str, RemoteTarget]]:
+    """``replica_roots`` and ``remote_replicas`` from one walk of the folders."""
+    return _existing(config, remote_only=False)
+
+
 def replica_roots(config: PoolConfig) -> list[str]:
     """``config.replicas``, then the existing replica of every database the entries match now; each once."""
     return looked_after(config)[0]
@@ -80,8 +85,4 @@ def remote_replicas(config: PoolConfig) -> dict[str, RemoteTarget]:
     """Every existing replica whose entry ships it off-host, and its target; the first entry wins.
 
     Walks only the folders of entries with a remote (the shipper's and ``status``'s question)."""
-    found: dict[str, RemoteTarget] = {}
-    for replica, remote in sorted(_candidates(config, remote_only=True), key=lambda item: item[0]):
-        if remote is not None and replica not in found and _is_directory(replica):
-            found[replica] = remote
-    return found
+    return _existing(config, remote_only=True)[1]

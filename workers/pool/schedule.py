@@ -48,6 +48,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from ltxpool.errors import LtxpoolError
 from ltxpool.replica.compactor import CompactionSettings, next_due
@@ -132,30 +133,26 @@ class ReplicaSchedule:
         if self._free:
             position = self._free.pop()
             self.replicas[position] = replica
-            self._level0[position] = replica.level_dir(0)
-            self._due[position] = math.inf
-            self._not_before[position] = 0.0
-            self._failures[position] = 0
             self._version[position] += 1
-            self._seen[position] = None
-            self._settled[position] = False
-            self._polled[position] = polled
-            self._retired[position] = False
-            self.refresh(position, now)
-            return position
-        position = len(self.replicas)
-        self.replicas.append(replica)
-        self._rank[position] = position
-        self._order.append(position)
-        self._level0.append(replica.level_dir(0))
-        self._due.append(math.inf)
-        self._not_before.append(0.0)
-        self._failures.append(0)
-        self._version.append(0)
-        self._seen.append(None)
-        self._settled.append(False)
-        self._polled.append(polled)
-        self._retired.append(False)
+        else:
+            position = len(self.replicas)
+            self.replicas.append(replica)
+            self._rank[position] = position
+            self._order.append(position)
+            self._version.append(0)
+            # A slot in every column; each is set just below, for a new and a reused position alike.
+            columns: tuple[list[Any], ...] = (self._level0, self._due, self._not_before, self._failures, self._seen,
+                                              self._settled, self._polled, self._retired)
+            for column in columns:
+                column.append(None)
+        self._level0[position] = replica.level_dir(0)
+        self._due[position] = math.inf
+        self._not_before[position] = 0.0
+        self._failures[position] = 0
+        self._seen[position] = None
+        self._settled[position] = False
+        self._polled[position] = polled
+        self._retired[position] = False
         self.refresh(position, now)
         return position
 
