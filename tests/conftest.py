@@ -30,7 +30,8 @@ def child() -> Iterator[Callable[..., Child]]:
             started.kill()
 
 
-# Real unprivileged users for the shared-host attacks (tests/SECURITY.md).
-# A real S3 API server (moto's, a process) and a bucket per test (tests/support/s3_server.py).
+# Fixtures from tests/support: a real S3 API server (moto's, a process) and a bucket per
+# test (s3_server.py); real unprivileged users for the shared-host attacks, and the command
+# with which they run the installed ltxpool (users.py, tests/SECURITY.md).
 from tests.support.s3_server import s3, s3_server  # noqa: E402, F401
 from tests.support.users import ltxpool_for_others, nobody, shared_tmp, tenant  # noqa: E402, F401

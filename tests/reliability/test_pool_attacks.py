@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from inotify_simple import INotify
 
+from ltxpool.discovery import DatabaseDir
+from ltxpool.discovery import watch as watch_module
+from ltxpool.discovery.watch import DatabaseWatch
+from ltxpool.pool.config import PoolConfig
+from ltxpool.pool.roles import _join
+from ltxpool.pool.schedule import ReplicaSchedule
+from ltxpool.pool.share import DatabaseShare
 from ltxpool.replica.layout import Replica
 from ltxpool.replica.restore import restore
 from tests.process.test_pool_databases import folders
 from tests.process.test_supervisor import Pool, eventually
-from tests.support.users import User, nobody, shared_tmp, tenant  # noqa: F401 -- fixtures
+from tests.support.users import SYSTEM_PYTHON, User, python_as, run_as, start_as
 
 
 def dir_entry(source: Path, replicas: Path, interval: float = 0.1) -> str:
@@ -42,7 +53,7 @@ def restored_rows(replica: str) -> list[tuple[int, str]] | None:
         try:
             restore(Replica(replica), output)
             return rows(output)
-        except Exception:  # noqa: BLE001 -- "not restorable (yet)" is an answer here
+        except Exception:  # "not restorable (yet)" is an answer here
             return None
 
 
@@ -102,7 +113,6 @@ def test_a_tenant_holding_its_own_replicas_locks_does_not_stall_other_databases_
     """The tenant owns its replica root (the pool chowned it): it may put its own ``ltx/``
     there and hold every lock file of it. That may stall its own replica; the other
     database on the same worker must keep being replicated within seconds."""
-    from tests.support.users import SYSTEM_PYTHON, python_as, start_as
     base = Path(shared_tmp)
     source, replicas = base / "tenants", base / "ltx"
     source.mkdir(mode=0o755)
@@ -152,8 +162,6 @@ def test_entries_whose_replicas_meet_are_refused_at_start_in_one_line(tmp_path: 
     """A careless operator gives two ``[[databases]]`` entries one replica tree: ``a/x.db`` and
     ``b/x.db`` would both be ``ltx/x.db``, and one of them would never be replicated (at run
     time only a "replica holds the history of ..." line, retried for ever)."""
-    import subprocess
-    import sys
     a, b, ltx, other = tmp_path / "a", tmp_path / "b", tmp_path / "ltx", tmp_path / "other"
     for folder in (a, b, ltx, other):
         folder.mkdir(mode=0o755)
@@ -182,9 +190,6 @@ def test_the_compaction_schedule_stays_as_big_as_the_live_replicas_under_databas
     """Short-lived apps: 20,000 databases found and retired (unique names, and one name
     again and again), as ``worker_main`` joins and retires their replicas. The schedule
     must hold slots for the replicas alive, not for every one ever seen (~400 bytes each)."""
-    from ltxpool.pool.config import PoolConfig
-    from ltxpool.pool.roles import _join
-    from ltxpool.pool.schedule import ReplicaSchedule
     schedule = ReplicaSchedule([], PoolConfig().compaction)
     positions: dict[str, int] = {}
     live = str(tmp_path / "live.db")
@@ -246,7 +251,6 @@ def test_journal_mode_switches_a_vacuum_to_a_new_page_size_and_a_big_commit_are_
 
 
 def test_a_folder_removed_and_recreated_again_and_again_has_its_new_database_replicated(tmp_path: Path) -> None:
-    import shutil
     source, replicas = folders(tmp_path)
     folder = source / "t" / "app"
     pool = Pool(tmp_path, [], extra_config=dir_entry(source, replicas))
@@ -286,12 +290,6 @@ def test_a_tenant_making_many_folders_does_not_delay_finding_another_tenants_new
     end; without the polling of unwatched folders the new database is not found in 5 s
     (only the rescan, minutes later, would).
     """
-    from inotify_simple import INotify
-
-    from ltxpool.discovery import DatabaseDir
-    from ltxpool.discovery import watch as watch_module
-    from ltxpool.discovery.watch import DatabaseWatch
-    from tests.support.users import run_as
     base = Path(shared_tmp)
     source = base / "tenants"
     (source / "evil").mkdir(parents=True)
@@ -353,9 +351,6 @@ def test_a_tenant_making_many_folders_does_not_delay_finding_another_tenants_new
 def test_a_worker_keeps_nothing_of_databases_deleted_before_their_first_step(tmp_path: Path) -> None:
     """Short-lived apps with a database per job: 300 created and deleted between two looks
     of the worker. Nothing of them may stay in the worker's share once they are retired."""
-    from ltxpool.discovery import DatabaseDir
-    from ltxpool.pool.config import PoolConfig
-    from ltxpool.pool.share import DatabaseShare
     source, replicas = folders(tmp_path)
     share = DatabaseShare(PoolConfig(databases=(DatabaseDir(str(source), str(replicas)),), workers=1), 0)
     try:

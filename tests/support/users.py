@@ -120,8 +120,10 @@ def ltxpool_for_others() -> Iterator[list[str]]:
     """The command (before its arguments) with which another user runs the installed ltxpool.
 
     The suite's interpreter and its packages may sit under root's home (0700, as on CI),
-    where no other user may enter. The same files are linked (or copied) into a 0755
-    directory of their own, and the system's Python of the same version runs them.
+    where no other user may enter. The installed files (where the suite's interpreter
+    imports them from, never the checkout's ``workers/``) are linked (or copied) into a
+    0755 directory of their own, put first on ``sys.path``, and the system's Python of
+    the same version runs them.
     """
     probe = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
                            capture_output=True, text=True, check=True)

@@ -23,9 +23,11 @@ HOMES = [ltxpool.errors, ltxpool.locks.errors, ltxpool.ltx.errors, ltxpool.repli
          ltxpool.remote.errors, ltxpool.replicate.errors, ltxpool.discovery.errors, ltxpool.pool.errors]
 # The few that are not path errors: internal to the codec (turned into CorruptLTXError),
 # the WAL parser's (the caller names the file), the supervisor giving up on a child, and
-# the remote layer's "this answer broke off, try again" (turned into RemoteRequestError), and
-# the shipper's "stop between two uploads" (never leaves the shipper).
-NOT_ROOTED = {"VarintError", "PayloadError", "WalFormatError", "CrashLoop", "ShortResponse", "ShipperStopping", "StepAbandoned"}
+# the remote layer's "this answer broke off, try again" (turned into RemoteRequestError), the
+# shipper's "stop between two uploads" (never leaves the shipper), and ``replicate``'s "the
+# step outlived the stop's grace" (raised by its alarm, caught by the CLI).
+NOT_ROOTED = {"VarintError", "PayloadError", "WalFormatError", "CrashLoop", "ShortResponse", "ShipperStopping",
+              "StepAbandoned"}
 ARGS = {
     "LockTimeout": ("/r/ltx/0", "writing", 0.25, (Holder(4242, 65534, "nobody", "python3", 1, "READ"),)),
     "ClaimHeld": ("/r/ltx/1/.ltxpool.claim", "claim", (Holder(4242, 0, "root", "sleep\x1b", 1, "WRITE"),)),
