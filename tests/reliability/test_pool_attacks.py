@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from inotify_simple import INotify
@@ -186,11 +187,31 @@ def test_entries_whose_replicas_meet_are_refused_at_start_in_one_line(tmp_path: 
     assert len(lines) == 1 and ("overlaps databases[0]" in lines[0] or "is inside databases[1].dir" in lines[0]), lines
 
 
-def test_the_compaction_schedule_stays_as_big_as_the_live_replicas_under_database_churn(tmp_path: Path) -> None:
+class _Forgetful(list[Any]):
+    """A control's stand-in for a collection the protection relies on: it keeps nothing added."""
+
+    def append(self, item: Any) -> None:
+        pass
+
+
+class _Unforgetting(set[Any]):
+    """A control's stand-in for a set the protection empties: it lets nothing go."""
+
+    def discard(self, item: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("reuse", [True, False], ids=["reuse", "control-no-reuse"])
+def test_the_compaction_schedule_stays_as_big_as_the_live_replicas_under_database_churn(
+    tmp_path: Path, reuse: bool,
+) -> None:
     """Short-lived apps: 20,000 databases found and retired (unique names, and one name
     again and again), as ``worker_main`` joins and retires their replicas. The schedule
-    must hold slots for the replicas alive, not for every one ever seen (~400 bytes each)."""
+    must hold slots for the replicas alive, not for every one ever seen (~400 bytes each).
+    Control: with retired slots never given out again, it holds one per database seen."""
     schedule = ReplicaSchedule([], PoolConfig().compaction)
+    if not reuse:
+        schedule._free = _Forgetful()
     positions: dict[str, int] = {}
     live = str(tmp_path / "live.db")
     _join(schedule, positions, live, 0.0, {})
@@ -198,6 +219,9 @@ def test_the_compaction_schedule_stays_as_big_as_the_live_replicas_under_databas
         root = str(tmp_path / ("again.db" if index % 2 else f"job-{index}.db"))
         _join(schedule, positions, root, float(index), {})
         schedule.retire(positions.pop(root))
+    if not reuse:
+        assert len(schedule.replicas) == 20_001, "control: a slot for every database ever seen"
+        return
     assert len(schedule.replicas) <= 2, f"{len(schedule.replicas)} slots for 1 live replica"
     assert schedule.replicas[positions[live]].root == live
     # A slot given out again is planned for its new replica, and only for it.
@@ -348,11 +372,15 @@ def test_a_tenant_making_many_folders_does_not_delay_finding_another_tenants_new
     assert found == ([str(source / "other" / "new" / "shop.db")] if polling else [])
 
 
-def test_a_worker_keeps_nothing_of_databases_deleted_before_their_first_step(tmp_path: Path) -> None:
+@pytest.mark.parametrize("forget", [True, False], ids=["forget", "control-keep"])
+def test_a_worker_keeps_nothing_of_databases_deleted_before_their_first_step(tmp_path: Path, forget: bool) -> None:
     """Short-lived apps with a database per job: 300 created and deleted between two looks
-    of the worker. Nothing of them may stay in the worker's share once they are retired."""
+    of the worker. Nothing of them may stay in the worker's share once they are retired.
+    Control: a share that lets go of a path only at its first successful step keeps all 300."""
     source, replicas = folders(tmp_path)
     share = DatabaseShare(PoolConfig(databases=(DatabaseDir(str(source), str(replicas)),), workers=1), 0)
+    if not forget:
+        share._maybe_problem = _Unforgetting()
     try:
         share.start(0.0, {})
         for batch in range(3):
@@ -364,6 +392,9 @@ def test_a_worker_keeps_nothing_of_databases_deleted_before_their_first_step(tmp
                 path.unlink()
             share.absorb(2.0)
         assert len(share.queue) == 0
+        if not forget:
+            assert len(share._maybe_problem) == 300, "control: every deleted database's path kept"
+            return
         assert len(share._maybe_problem) == 0, f"{len(share._maybe_problem)} paths of deleted databases kept"
     finally:
         share.close()
