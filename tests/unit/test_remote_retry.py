@@ -58,3 +58,32 @@ def test_a_failure_that_does_not_pass_is_given_up_after_the_attempts():
     with pytest.raises(RemoteRequestError, match="SlowDown"):
         call("s3://b/k", "put", step, attempts=4, sleep=lambda _: None)
     assert len(calls) == 4
+
+
+def _slow_failing(seconds_per_try: float):  # noqa: ANN202 - a test double, as _failing
+    """A step that always fails in a way that passes, each try taking ``seconds_per_try`` on a fake clock."""
+    now = [0.0]
+    calls = []
+
+    def step() -> str:
+        calls.append(1)
+        now[0] += seconds_per_try
+        raise EndpointConnectionError(endpoint_url="http://x")
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    return step, calls, sleep, lambda: now[0]
+
+
+@pytest.mark.parametrize("patience, tries", [(60.0, 3), (float("inf"), 6)])
+def test_a_store_that_never_answers_is_reported_once_its_patience_is_spent(patience, tries):
+    """Tries of 25 s each (botocore's connection attempts to a dropped endpoint): the third ends
+    past 60 s, so no fourth starts. Control: without the bound all six run, 150 s in all."""
+    step, calls, sleep, clock = _slow_failing(25.0)
+    with pytest.raises(RemoteRequestError) as caught:
+        call("s3://b/k", "put", step, patience=patience, sleep=sleep, clock=clock)
+    assert len(calls) == tries
+    if tries < 6:
+        assert caught.value.reason.endswith(f"still failing after {tries} tries in {clock():.0f} s")
+        assert str(caught.value).startswith("s3://b/k: put: EndpointConnectionError")

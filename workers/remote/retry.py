@@ -12,6 +12,13 @@ delays it. A failure it gives up on becomes :class:`RemoteRequestError` naming t
 object and the step; codes the caller handles itself (``expected``) are re-raised as
 botocore's ``ClientError``.
 
+A step is also not tried again once ``patience`` seconds have passed since its first
+try began. Against a store that answers at once (a refused connection, a 503) the six
+tries take seconds; against one that never answers (an endpoint whose packets are
+dropped) each try is botocore's 4 connection attempts of up to ``connect_timeout``
+each, and six of them would keep the failure unreported for four minutes. A try in
+progress is never cut short: the bound only decides whether another one starts.
+
 Retrying is safe only for idempotent steps: every step ltxpool retries is one (a
 PUT of the same bytes to the same key, a ranged GET, a listing page, a multipart
 part). Where a retried step can meet its own earlier success (a conditional PUT, a
@@ -30,12 +37,14 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTT
 
 from ltxpool.remote.errors import RemoteRequestError, ShortResponse
 
-__all__ = ["ATTEMPTS", "call", "error_code", "is_passing", "status_of"]
+__all__ = ["ATTEMPTS", "PATIENCE", "call", "error_code", "is_passing", "status_of"]
 
 _T = TypeVar("_T")
 
 #: Whole steps tried at most this often (each one also retried by botocore).
 ATTEMPTS = 6
+#: No try of a step starts this many seconds after its first one began.
+PATIENCE = 60.0
 _BASE_DELAY = 0.1
 _MAX_DELAY = 5.0
 
@@ -83,13 +92,17 @@ def call(
     *,
     expected: Collection[str] = (),
     attempts: int = ATTEMPTS,
+    patience: float = PATIENCE,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> _T:
-    """``fn()``, tried up to ``attempts`` times while it fails in a way that passes.
+    """``fn()``, tried up to ``attempts`` times, for up to ``patience`` seconds, while it
+    fails in a way that passes.
 
     ``where`` (``s3://bucket/key``) and ``step`` name the request in the error.
     A ``ClientError`` whose code is in ``expected`` goes to the caller unchanged.
     """
+    started = clock()
     for attempt in range(attempts):
         try:
             return fn()
@@ -98,9 +111,15 @@ def call(
                 raise
             if not is_passing(exc) or attempt == attempts - 1:
                 raise RemoteRequestError(where, step, None, _describe(exc)) from exc
+            failure: BaseException = exc
         except (BotoCoreError, ShortResponse, *_SOCKET_ERRORS) as exc:
             if not is_passing(exc) or attempt == attempts - 1:
                 raise RemoteRequestError(where, step, None, _describe(exc)) from exc
+            failure = exc
         # Full jitter: pools that failed together do not come back together.
-        sleep(random.uniform(0, min(_MAX_DELAY, _BASE_DELAY * 2 ** attempt)))
+        delay = random.uniform(0, min(_MAX_DELAY, _BASE_DELAY * 2 ** attempt))
+        if clock() + delay - started >= patience:
+            raise RemoteRequestError(where, step, None, f"{_describe(failure)}; still failing after "
+                                     f"{attempt + 1} tries in {clock() - started:.0f} s") from failure
+        sleep(delay)
     raise AssertionError("unreachable")
