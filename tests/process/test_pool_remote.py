@@ -326,13 +326,15 @@ def test_with_the_bucket_unreachable_local_retention_keeps_every_file_and_withou
     tmp_path: Path, s3: S3,
 ) -> None:
     """Control in the same run: the same pool without ``[databases.remote]`` removes level-0 files."""
-    # Nothing listens at the first pool's endpoint: every request of its shipper fails.
-    unreachable = f"http://127.0.0.1:{free_port()}"
-    configs = {"unreachable": lambda source, replicas: remote_config(source, replicas, s3, "gone", unreachable),
+    # Every connection to the first pool's endpoint is reset, so each request of its shipper fails
+    # at once on any network (a port nothing listens on is refused on one host, dropped on another).
+    proxy = faulty_proxy(s3.server.port, share=1.0, faults=("reset",))
+    configs = {"unreachable": lambda source, replicas: remote_config(source, replicas, s3, "gone",
+                                                                     unreachable.endpoint),
                "control": lambda source, replicas: remote_config(source, replicas, s3, "x").split(
                    "\n[databases.remote]")[0]}
     seen = {}
-    with _pools_written(tmp_path, configs) as runs:
+    with proxy as unreachable, _pools_written(tmp_path, configs) as runs:
         time.sleep(2)  # a few janitor rounds (every 0.3 s) with every file past its retention age
         for name, run in runs.items():
             replica = replica_of(run.source, run.replicas, run.database)
@@ -340,7 +342,7 @@ def test_with_the_bucket_unreachable_local_retention_keeps_every_file_and_withou
             seen[name] = (level_zero_txids(replica), newest)
             if name == "unreachable":
                 # The first failure is reported once its step gave up: 6 whole-step tries, each
-                # after botocore's own 4 with backoff, about 20 s and at most ~45 s.
+                # after botocore's own attempts with backoff, a few seconds.
                 run.pool.wait_for(r"refusing to ship|shipping to .* failed", timeout=60)
                 assert read_shipped(Replica(replica)) == set()
         for run in runs.values():
@@ -351,6 +353,46 @@ def test_with_the_bucket_unreachable_local_retention_keeps_every_file_and_withou
     left, control_newest = seen["control"]
     assert control_newest > 8 and len(left) <= 2, f"control: retention removed the level-0 files ({sorted(left)} left)"
     record("level-0 TXIDs kept, bucket unreachable / control", f"{len(kept)} / {len(left)}")
+
+
+#: ``ltxpool supervise`` with the shipper's per-attempt heartbeat switched off: the control.
+_SILENT_SHIPPER = ("import sys; from ltxpool.pool.child import ChildLink; ChildLink.alive = lambda self: None; "
+                   "from ltxpool.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def test_a_shipper_retrying_a_store_that_fails_slowly_is_not_killed_as_hung_and_reports_the_failure(
+    tmp_path: Path, s3: S3,
+) -> None:
+    """Every request fails after 0.2 s, so one step is some 30 attempts and about 10 s: far past
+    a 3 s ``hang_timeout``, while each attempt and each pause between two is well inside it.
+    Control in the same run: the same pool whose shipper does not say it is alive between
+    attempts is killed as hung, again and again, and never reports why it cannot ship."""
+    pools = {}
+    with faulty_proxy(s3.server.port, share=1.0, faults=("reset",), delay=0.2) as store:
+        for name, command in (("heartbeat", (sys.executable, "-m", "ltxpool.cli")),
+                              ("control", (sys.executable, "-c", _SILENT_SHIPPER))):
+            base = tmp_path / name
+            base.mkdir()
+            source, replicas = folders(base)
+            create_database(source / "app.db", rows=1)
+            pools[name] = Pool(base, [], hang_timeout=3.0, command=command,
+                               extra_config=remote_config(source, replicas, s3, name, store.endpoint))
+        try:
+            pools["control"].wait_for(r"shipper \(pid \d+\) silent for \d+ s while shipping", timeout=30)
+            pools["heartbeat"].wait_for(r"shipping to s3://\S+ failed: .*ConnectionClosedError", timeout=60)
+            kills, reports = {}, {}
+            for name, pool in pools.items():
+                kills[name] = sum("silent for" in line for line in pool.lines)
+                reports[name] = sum(bool(re.search(r"shipping to s3://\S+ failed", line)) for line in pool.lines)
+                record(f"slowly failing store, {name}: hang kills / failures reported",
+                       f"{kills[name]} / {reports[name]}")
+            assert kills["heartbeat"] == 0, "the shipper said it was alive before every attempt"
+            assert kills["control"] >= 1 and reports["control"] == 0, (
+                "control: killed as hung before its step could give up and say why")
+            assert pools["heartbeat"].stop() == 0
+        finally:
+            for pool in pools.values():
+                pool.kill()
 
 
 def test_remote_retention_deletes_what_local_retention_deleted_and_the_bucket_still_restores(

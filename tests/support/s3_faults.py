@@ -11,9 +11,10 @@ What a bucket over a real network does now and then, on purpose and counted:
   breaks off).
 
 ``strip`` removes request headers before they reach the store: a store that ignores
-``If-None-Match`` is moto behind a proxy that drops it. ``delay`` slows every request
-(to kill a shipper between two parts). Each connection carries one request (the
-proxy answers ``Connection: close``), so a fault never leaks into the next request.
+``If-None-Match`` is moto behind a proxy that drops it. ``delay`` slows every request, a
+failed one too (to kill a shipper between two parts; a store that fails slowly). Each
+connection carries one request (the proxy answers ``Connection: close``), so a fault
+never leaks into the next request.
 The proxy reads whole requests and answers into memory: test-sized bodies only.
 """
 
@@ -136,6 +137,8 @@ class FaultyProxy:
             client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = stream.read(int(names.get("content-length", "0")))
         kind = self._pick(method, target)
+        if self.delay:
+            time.sleep(self.delay)
         if kind == "500":
             client.sendall(_error(500, "Internal Server Error", "InternalError", "injected by the test proxy"))
             return
@@ -145,8 +148,6 @@ class FaultyProxy:
         if kind == "reset":
             _reset(client)
             return
-        if self.delay:
-            time.sleep(self.delay)
         kept = [(n, v) for n, v in headers if n.lower() not in self.strip | {"expect", "connection"}]
         request = lines[0] + "\r\n" + "".join(f"{n}: {v}\r\n" for n, v in kept) + "Connection: close\r\n\r\n"
         with socket.create_connection(("127.0.0.1", self.upstream_port), timeout=60) as upstream:

@@ -87,6 +87,12 @@ class ChildLink:
         self._busy = True
         self.send(Busy(what, lag, replica))
 
+    def alive(self) -> None:
+        """Still on the item in hand, and getting on with it (one more try of a request): a
+        heartbeat, so the parent's hang deadline starts again. Each call sends one; a caller
+        calls it once per network round trip, which costs far more than the pipe write."""
+        self.send(Heartbeat())
+
     def sleep(self, seconds: float, wake_on: Sequence[int] = ()) -> None:
         """Sleep up to ``seconds``, waking at once on SIGTERM or when a descriptor in
         ``wake_on`` (the worker's change notification) is readable; keep the parent informed."""

@@ -40,6 +40,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,15 +122,22 @@ class _Prefix:
 
 
 class _Clients:
-    """One boto3 client per store (endpoint, region, addressing), made in this process."""
+    """One boto3 client per store (endpoint, region, addressing), made in this process.
 
-    def __init__(self) -> None:
+    Each client tells the supervisor the shipper is alive before every HTTP attempt
+    (``on_attempt``): a step against a store whose packets are dropped goes on retrying
+    for a minute or more (``ltxpool.remote.retry``), longer than a short ``hang_timeout``,
+    and a shipper killed as hung there would never report why it cannot ship.
+    """
+
+    def __init__(self, on_attempt: Callable[[], None]) -> None:
+        self._on_attempt = on_attempt
         self._made: dict[tuple[str | None, str, bool], Any] = {}
 
     def of(self, target: RemoteTarget) -> Any:
         key = (target.endpoint, target.region, target.force_path_style)
         if key not in self._made:
-            self._made[key] = make_client(target)
+            self._made[key] = make_client(target, on_attempt=self._on_attempt)
         return self._made[key]
 
 
@@ -139,7 +147,7 @@ class _Shipper:
         self.config = config
         self.settings = config.shipper
         self.owner = owner
-        self.clients = _Clients()
+        self.clients = _Clients(link.alive)
         self.prefixes: dict[str, _Prefix] = {}
 
     def refresh(self) -> None:

@@ -8,6 +8,11 @@ file, instance role); nothing here reads, logs or returns one. Settings, and why
   retries whole steps on top.
 * connect and read timeouts, so a store that stops answering fails a step (to be
   retried) instead of hanging a worker forever.
+* ``on_attempt``, called before every HTTP attempt, botocore's retries included:
+  the pool's shipper says it is alive there, so a step that keeps retrying against a
+  store that does not answer is not taken for a hung process and killed before it
+  can report the failure. One attempt is bounded by the timeouts; the silence
+  between two calls is one attempt and botocore's backoff.
 * path-style addressing where the target asks (MinIO, moto, most self-hosted stores).
 * request checksums only where an operation requires them: the CRC trailers boto3
   sends by default since 1.36 are refused by several S3-compatible stores. ltxpool
@@ -16,6 +21,7 @@ file, instance role); nothing here reads, logs or returns one. Settings, and why
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -32,7 +38,7 @@ _BOTOCORE_ATTEMPTS = 4
 
 def make_client(
     target: RemoteTarget, *, connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT,
-    max_attempts: int = _BOTOCORE_ATTEMPTS,
+    max_attempts: int = _BOTOCORE_ATTEMPTS, on_attempt: Callable[[], None] | None = None,
 ) -> Any:
     """A new S3 client (one per process: boto3 clients are not shared across a fork)."""
     config = Config(
@@ -47,4 +53,11 @@ def make_client(
     )
     # A session of its own: boto3's default session is shared module state.
     session = boto3.session.Session()
-    return session.client("s3", endpoint_url=target.endpoint, config=config)
+    client = session.client("s3", endpoint_url=target.endpoint, config=config)
+    if on_attempt is not None:
+        # A before-send handler that returns something replaces the request's answer with it.
+        def before_send(**_: Any) -> None:
+            on_attempt()
+
+        client.meta.events.register("before-send.s3", before_send)
+    return client
