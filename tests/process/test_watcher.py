@@ -14,6 +14,7 @@ import pytest
 
 from ltxpool.pool.child import ChildLink, ChildProcess
 from ltxpool.pool.errors import CrashLoop
+from ltxpool.pool.events import Heartbeat
 from ltxpool.pool.watcher import RestartPolicy, Watcher
 
 FORK = multiprocessing.get_context("fork")
@@ -112,3 +113,43 @@ def test_a_child_whose_supervisor_dies_right_after_forking_it_stops_by_itself() 
             os.kill(orphan, signal.SIGKILL)
             raise AssertionError("the orphaned child kept running")
         time.sleep(0.05)
+
+
+def busy_then_retrying(link: ChildLink) -> None:
+    link.busy("shipping /srv/ltx/a", replica="/srv/ltx/a")
+    link.still_busy()
+    while not link.stopping:
+        time.sleep(0.05)
+
+
+def busy_then_heartbeat(link: ChildLink) -> None:
+    link.busy("shipping /srv/ltx/a", replica="/srv/ltx/a")
+    link.send(Heartbeat())
+    while not link.stopping:
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("role, doing, replica", [
+    (busy_then_retrying, "shipping /srv/ltx/a", "/srv/ltx/a"),
+    (busy_then_heartbeat, "idle", ""),
+])
+def test_a_child_still_busy_on_its_item_keeps_it_named_so_a_death_there_is_charged_to_its_replica(
+    role: Callable[[ChildLink], None], doing: str, replica: str,
+) -> None:
+    """Control: a plain heartbeat in the middle of the item reads as idle, and a death would be
+    charged to the pool instead of the replica."""
+    child = ChildProcess(FORK, "shipper", role, (), 0.1)
+    child.start()
+    try:
+        events: list[object] = []
+        deadline = time.monotonic() + 10
+        while len(events) < 2:
+            assert time.monotonic() < deadline, f"only {events} arrived"
+            assert child.conn is not None
+            wait([child.conn], 0.1)
+            events += child.receive()
+        assert (child.doing, child.replica) == (doing, replica)
+    finally:
+        child.signal(signal.SIGTERM)
+        child.process.join(10)
+        child.close()

@@ -19,7 +19,7 @@ cut its own pipe short (the parent reads EOF and drops it), whereas a shared
 ``multiprocessing.Queue`` has a writers' lock that a killed child could leave held.
 
 Events, child -> parent, are the frozen dataclasses of ``ltxpool.pool.events``
-(``Heartbeat``, ``Idle``, ``Busy``, ``Compacted``, ``CompactionFailed``,
+(``Heartbeat``, ``Idle``, ``Busy``, ``StillBusy``, ``Compacted``, ``CompactionFailed``,
 ``JanitorReported``, ``JanitorRound``, ``JanitorFailed``, ``Crashed``).
 """
 
@@ -39,7 +39,7 @@ from types import FrameType
 from typing import Any
 
 from ltxpool.pool.errors import SpawnError
-from ltxpool.pool.events import Busy, Crashed, Event, Heartbeat, Idle
+from ltxpool.pool.events import Busy, Crashed, Event, Heartbeat, Idle, StillBusy
 from ltxpool.pool.logging import set_role
 
 __all__ = ["ChildLink", "ChildProcess", "child_main", "describe_exit"]
@@ -87,11 +87,11 @@ class ChildLink:
         self._busy = True
         self.send(Busy(what, lag, replica))
 
-    def alive(self) -> None:
-        """Still on the item in hand, and getting on with it (one more try of a request): a
-        heartbeat, so the parent's hang deadline starts again. Each call sends one; a caller
-        calls it once per network round trip, which costs far more than the pipe write."""
-        self.send(Heartbeat())
+    def still_busy(self) -> None:
+        """Still on the item in hand, and getting on with it (one more try of a request): the
+        parent's hang deadline starts again. Each call sends one event; a caller calls it once
+        per network round trip, which costs far more than the pipe write."""
+        self.send(StillBusy())
 
     def sleep(self, seconds: float, wake_on: Sequence[int] = ()) -> None:
         """Sleep up to ``seconds``, waking at once on SIGTERM or when a descriptor in

@@ -18,6 +18,7 @@ __all__ = [
     "Heartbeat",
     "Idle",
     "Busy",
+    "StillBusy",
     "Compacted",
     "CompactionFailed",
     "Replicated",
@@ -53,6 +54,12 @@ class Busy:
     what: str
     lag: float = 0.0
     replica: str = ""
+
+
+@dataclass(frozen=True)
+class StillBusy:
+    """Still on the item of the last ``Busy``, and getting on with it (one more try of a
+    request): the hang deadline starts again; what the child is doing stays as it was."""
 
 
 @dataclass(frozen=True)
@@ -161,5 +168,5 @@ class Crashed:
     line: str
 
 
-Event = (Heartbeat | Idle | Busy | Compacted | CompactionFailed | Replicated | ReplicationFailed | DatabasesKnown
+Event = (Heartbeat | Idle | Busy | StillBusy | Compacted | CompactionFailed | Replicated | ReplicationFailed | DatabasesKnown
          | JanitorReported | JanitorRound | JanitorFailed | Shipped | ShipFailed | Crashed)

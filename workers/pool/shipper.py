@@ -147,7 +147,7 @@ class _Shipper:
         self.config = config
         self.settings = config.shipper
         self.owner = owner
-        self.clients = _Clients(link.alive)
+        self.clients = _Clients(link.still_busy)
         self.prefixes: dict[str, _Prefix] = {}
 
     def refresh(self) -> None:
