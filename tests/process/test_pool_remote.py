@@ -355,7 +355,7 @@ def test_with_the_bucket_unreachable_local_retention_keeps_every_file_and_withou
     record("level-0 TXIDs kept, bucket unreachable / control", f"{len(kept)} / {len(left)}")
 
 
-#: ``ltxpool supervise`` with the shipper's per-attempt heartbeat switched off: the control.
+#: ``ltxpool supervise`` with the shipper's per-attempt news (``still_busy``) switched off: the control.
 _SILENT_SHIPPER = ("import sys; from ltxpool.pool.child import ChildLink; "
                    "ChildLink.still_busy = lambda self: None; "
                    "from ltxpool.cli import main; sys.exit(main(sys.argv[1:]))")

@@ -168,5 +168,5 @@ class Crashed:
     line: str
 
 
-Event = (Heartbeat | Idle | Busy | StillBusy | Compacted | CompactionFailed | Replicated | ReplicationFailed | DatabasesKnown
-         | JanitorReported | JanitorRound | JanitorFailed | Shipped | ShipFailed | Crashed)
+Event = (Heartbeat | Idle | Busy | StillBusy | Compacted | CompactionFailed | Replicated | ReplicationFailed
+         | DatabasesKnown | JanitorReported | JanitorRound | JanitorFailed | Shipped | ShipFailed | Crashed)

@@ -12,7 +12,7 @@ file, instance role); nothing here reads, logs or returns one. Settings, and why
   the pool's shipper says it is alive there, so a step that keeps retrying against a
   store that does not answer is not taken for a hung process and killed before it
   can report the failure. One attempt is bounded by the timeouts; the silence
-  between two calls is one attempt and botocore's backoff.
+  between two calls is one attempt and one backoff (botocore's, or a step's).
 * path-style addressing where the target asks (MinIO, moto, most self-hosted stores).
 * request checksums only where an operation requires them: the CRC trailers boto3
   sends by default since 1.36 are refused by several S3-compatible stores. ltxpool

@@ -15,9 +15,9 @@ botocore's ``ClientError``.
 A step is also not tried again once ``patience`` seconds have passed since its first
 try began. Against a store that answers at once (a refused connection, a 503) the six
 tries take seconds; against one that never answers (an endpoint whose packets are
-dropped) each try is botocore's 4 connection attempts of up to ``connect_timeout``
-each, and six of them would keep the failure unreported for four minutes. A try in
-progress is never cut short: the bound only decides whether another one starts.
+dropped) each try is botocore's attempts of up to ``connect_timeout`` each, about 50 s
+measured, and six of them would keep the failure unreported for five minutes. A try
+in progress is never cut short: the bound only decides whether another one starts.
 
 Retrying is safe only for idempotent steps: every step ltxpool retries is one (a
 PUT of the same bytes to the same key, a ranged GET, a listing page, a multipart
@@ -109,17 +109,16 @@ def call(
         except ClientError as exc:
             if error_code(exc) in expected:
                 raise
-            if not is_passing(exc) or attempt == attempts - 1:
-                raise RemoteRequestError(where, step, None, _describe(exc)) from exc
             failure: BaseException = exc
         except (BotoCoreError, ShortResponse, *_SOCKET_ERRORS) as exc:
-            if not is_passing(exc) or attempt == attempts - 1:
-                raise RemoteRequestError(where, step, None, _describe(exc)) from exc
             failure = exc
+        if not is_passing(failure) or attempt == attempts - 1:
+            raise RemoteRequestError(where, step, None, _describe(failure)) from failure
         # Full jitter: pools that failed together do not come back together.
         delay = random.uniform(0, min(_MAX_DELAY, _BASE_DELAY * 2 ** attempt))
-        if clock() + delay - started >= patience:
+        elapsed = clock() - started
+        if elapsed + delay >= patience:
             raise RemoteRequestError(where, step, None, f"{_describe(failure)}; still failing after "
-                                     f"{attempt + 1} tries in {clock() - started:.0f} s") from failure
+                                     f"{attempt + 1} tries in {elapsed:.0f} s") from failure
         sleep(delay)
     raise AssertionError("unreachable")
