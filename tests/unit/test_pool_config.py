@@ -15,10 +15,11 @@ from ltxpool.pool.config import (
     check_replicas,
     load_config,
     parse_config,
+    setting_warnings,
     with_overrides,
 )
 from ltxpool.pool.errors import ConfigError
-from ltxpool.remote import RemoteTarget
+from ltxpool.remote import LONGEST_SILENCE, RemoteTarget
 
 
 def documented_example() -> str:
@@ -240,3 +241,21 @@ def test_shipper_settings_are_checked() -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config(tomllib.loads("[shipper]\nspeed = 1"))
     assert raised.value.step == "shipper.speed"
+
+
+def test_a_hang_timeout_shorter_than_a_lock_wait_or_a_shippers_longest_silence_is_warned_about() -> None:
+    """Each warning only where its wait exists: the shipper's only with a remote, and only below
+    its bound (83 s: 10 s connect, 60 s read, 13 s botocore backoff); the default 900 s is quiet."""
+    remote = parse_config(tomllib.loads(REMOTE_DIR))
+    local = parse_config(tomllib.loads('[[databases]]\npath = "/srv/app/app.db"\nreplica = "/srv/ltx-app"\n'))
+    assert LONGEST_SILENCE == 83.0
+    assert setting_warnings(remote) == setting_warnings(local) == []
+    short = {name: with_overrides(config, hang_timeout=12.0, lock_timeout=5.0) for name, config in
+             (("remote", remote), ("local", local))}
+    assert setting_warnings(short["local"]) == []
+    (warning,) = setting_warnings(short["remote"])
+    assert warning.startswith("hang_timeout 12 s <= 83 s, the longest a shipper waits on one S3 attempt")
+    assert setting_warnings(with_overrides(short["remote"], hang_timeout=LONGEST_SILENCE + 1)) == []
+    (lock,) = setting_warnings(with_overrides(local, hang_timeout=12.0, lock_timeout=12.0))
+    assert lock.startswith("lock_timeout 12 s >= hang_timeout 12 s: a worker stalled by a lock holder")
+    assert len(setting_warnings(with_overrides(remote, hang_timeout=12.0, lock_timeout=12.0))) == 2

@@ -89,6 +89,7 @@ from ltxpool.pool.errors import ConfigError
 from ltxpool.pool.watcher import RestartPolicy
 from ltxpool.remote import (
     DEFAULT_TTL,
+    LONGEST_SILENCE,
     MULTIPART_THRESHOLD,
     PART_SIZE,
     RemoteConfigError,
@@ -111,6 +112,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "with_overrides",
+    "setting_warnings",
     "check_replicas",
     "check_databases",
 ]
@@ -457,6 +459,27 @@ def with_overrides(config: PoolConfig, **flags: Any) -> PoolConfig:
     if hang_timeout is not None:
         given["restart"] = dataclasses.replace(config.restart, hang_timeout=hang_timeout)
     return dataclasses.replace(config, **given)
+
+
+def setting_warnings(config: PoolConfig) -> list[str]:
+    """Settings that work but defeat one another, one line each, for the supervisor to log.
+
+    Both concern ``hang_timeout``: a child silent that long is killed as hung, so it must
+    outlast the longest wait the child can honestly be in. A worker's lock wait ends with
+    a line naming the holder; a shipper's silence is one S3 attempt and botocore's
+    backoff (``ltxpool.remote.client.LONGEST_SILENCE``). Killed sooner, neither can say
+    what it was waiting for.
+    """
+    hang_timeout = config.restart.hang_timeout
+    warnings = []
+    if config.lock_timeout >= hang_timeout:
+        warnings.append(f"lock_timeout {config.lock_timeout:g} s >= hang_timeout {hang_timeout:g} s: a worker "
+                        "stalled by a lock holder is killed as hung before it can name the holder")
+    if any(entry.remote is not None for entry in config.databases) and hang_timeout <= LONGEST_SILENCE:
+        warnings.append(f"hang_timeout {hang_timeout:g} s <= {LONGEST_SILENCE:g} s, the longest a shipper waits "
+                        "on one S3 attempt and its backoff: a shipper waiting on a slow store may be killed as "
+                        "hung before it can report the failure")
+    return warnings
 
 
 def check_replicas(config: PoolConfig, source: str = "<command line>") -> None:

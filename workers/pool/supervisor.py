@@ -60,7 +60,7 @@ from types import FrameType
 from ltxpool.display import escape
 from ltxpool.errors import LtxpoolError
 from ltxpool.pool.child import ChildProcess
-from ltxpool.pool.config import PoolConfig
+from ltxpool.pool.config import PoolConfig, setting_warnings
 from ltxpool.pool.errors import CrashLoop
 from ltxpool.pool.events import Compacted, Event
 from ltxpool.pool.logging import set_format
@@ -157,9 +157,8 @@ class Supervisor:
         log.info("starting: pid %d, %d workers, janitor every %g s, %d replicas, %d database entries, grace %g s",
                  os.getpid(), config.workers, config.janitor_interval, len(config.replicas), len(config.databases),
                  config.grace)
-        if config.lock_timeout >= config.restart.hang_timeout:
-            log.warning("lock_timeout %g s >= hang_timeout %g s: a worker stalled by a lock holder is killed as "
-                        "hung before it can name the holder", config.lock_timeout, config.restart.hang_timeout)
+        for warning in setting_warnings(config):
+            log.warning("%s", warning)
         try:
             return self._loop(wake_r)
         finally:

@@ -20,7 +20,7 @@ and the command line use it.
 
 from __future__ import annotations
 
-from ltxpool.remote.client import make_client
+from ltxpool.remote.client import LONGEST_SILENCE, make_client
 from ltxpool.remote.errors import (
     ConditionalWritesUnsupported,
     LeaseHeld,
@@ -58,6 +58,7 @@ from ltxpool.remote.upload import (
 __all__ = [
     "DEFAULT_TTL",
     "LEASE_NAME",
+    "LONGEST_SILENCE",
     "MULTIPART_THRESHOLD",
     "PART_SIZE",
     "ConditionalWritesUnsupported",
