@@ -154,6 +154,11 @@ class PoolConfig:
     mount_table: str | None = None
     shipper: ShipperSettings = field(default_factory=lambda: ShipperSettings())
 
+    @property
+    def ships_off_host(self) -> bool:
+        """Some entry has a ``[databases.remote]``: the pool runs a shipper."""
+        return any(entry.remote is not None for entry in self.databases)
+
 
 @dataclass(frozen=True)
 class ShipperSettings:
@@ -475,7 +480,7 @@ def setting_warnings(config: PoolConfig) -> list[str]:
     if config.lock_timeout >= hang_timeout:
         warnings.append(f"lock_timeout {config.lock_timeout:g} s >= hang_timeout {hang_timeout:g} s: a worker "
                         "stalled by a lock holder is killed as hung before it can name the holder")
-    if any(entry.remote is not None for entry in config.databases) and hang_timeout <= LONGEST_SILENCE:
+    if config.ships_off_host and hang_timeout <= LONGEST_SILENCE:
         warnings.append(f"hang_timeout {hang_timeout:g} s <= {LONGEST_SILENCE:g} s, the longest a shipper waits "
                         "on one S3 attempt and its backoff: a shipper waiting on a slow store may be killed as "
                         "hung before it can report the failure")

@@ -274,7 +274,7 @@ class Supervisor:
 
 
 def _shippers(config: PoolConfig) -> int:
-    return 1 if any(entry.remote is not None for entry in config.databases) else 0
+    return 1 if config.ships_off_host else 0
 
 
 def _drain(fd: int) -> None:
